@@ -1,0 +1,73 @@
+"""The `kennel` command: one typer app, one place where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from kennel import __version__
+from kennel.cli import doctor as doctor_cmd
+from kennel.cli import fit as fit_cmd
+from kennel.cli import hw as hw_cmd
+from kennel.cli.output import err_console
+from kennel.errors import KennelError
+
+app = typer.Typer(
+    name="kennel",
+    help="Run open-weight LLMs on hardware you own. Start with `kennel hw`, then `kennel fit MODEL`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("hw")(hw_cmd.hw)
+app.command("fit")(fit_cmd.fit)
+app.command("doctor")(doctor_cmd.doctor)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kennel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """kennel: size, choose, get, serve and keep healthy the LLMs on your own machines."""
+
+
+def run() -> None:
+    """Console entry point: KennelError -> one line, exit 2; a bug -> a short note, exit 1."""
+    try:
+        app(standalone_mode=False)
+    except KennelError as exc:
+        err_console().print(f"[bold red]error:[/] {exc.message}")
+        if exc.hint:
+            err_console().print(f"[dim]hint:[/] {exc.hint}")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console().print("Aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console().print("Interrupted.")
+        sys.exit(130)
+    except click.ClickException as exc:  # usage errors arrive here in standalone_mode=False
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get("KENNEL_DEBUG"):
+            raise
+        err_console().print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
+        err_console().print("[dim]hint:[/] this is a bug in kennel; run again with KENNEL_DEBUG=1 for the traceback and report it.")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
