@@ -22,9 +22,7 @@ def parse_size(text: str, *, default_unit: str = "g") -> int:
     """
     m = _SIZE.match(text)
     if not m:
-        raise InvalidOptionError(
-            f"Cannot read size {text!r}.", hint="Write it like 64G, 512M or 1.5T."
-        )
+        raise InvalidOptionError(f"Cannot read size {text!r}.", hint="Write it like 64G, 512M or 1.5T.")
     value, unit = float(m.group(1)), (m.group(2) or default_unit).lower()
     return int(value * 1024 ** _POWERS[unit])
 

@@ -47,6 +47,10 @@ def get(name: str) -> CatalogEntry:
     entry = find(name)
     if entry is None:
         close = difflib.get_close_matches(name.lower(), [e.name for e in entries()], n=3, cutoff=0.5)
-        hint = f"Did you mean {', '.join(close)}?" if close else "Give a .gguf path, an https URL or a Hugging Face repo id."
+        hint = (
+            f"Did you mean {', '.join(close)}?"
+            if close
+            else "Give a .gguf path, an https URL or a Hugging Face repo id."
+        )
         raise ModelNotFoundError(f"No model called {name!r} in kennel's catalog.", hint=hint)
     return entry

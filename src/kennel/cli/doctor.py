@@ -37,7 +37,9 @@ def _smallest_model() -> tuple[str, int]:
 
 
 def doctor(
-    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="The port `kennel serve` will use."),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", min=1, max=65535, help="The port `kennel serve` will use."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Check the GPU driver, the llama.cpp build, CUDA_VISIBLE_DEVICES, disk, RAM and the serving port.
@@ -52,9 +54,18 @@ def doctor(
             disk = shutil.disk_usage(home.root if home.root.exists() else home.root.parent).free
         except OSError:
             disk = None
-        ctx = DoctorContext(hw=hw, home=home, env=dict(os.environ), port=port, disk_free=disk,
-                            nvidia_present=nvidia_present(), nvidia_smi=shutil.which("nvidia-smi") is not None,
-                            cuda_runtime=cuda_runtime_of_build(), smallest_model_bytes=size, smallest_model_name=name)
+        ctx = DoctorContext(
+            hw=hw,
+            home=home,
+            env=dict(os.environ),
+            port=port,
+            disk_free=disk,
+            nvidia_present=nvidia_present(),
+            nvidia_smi=shutil.which("nvidia-smi") is not None,
+            cuda_runtime=cuda_runtime_of_build(),
+            smallest_model_bytes=size,
+            smallest_model_name=name,
+        )
         checks = run_checks(ctx)
     failed = any(c.status == "fail" for c in checks)
     if json_out:

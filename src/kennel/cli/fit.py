@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from kennel.cli import hardware_opts as ho
@@ -15,6 +15,7 @@ from kennel.errors import InvalidOptionError
 from kennel.fit import calibration
 from kennel.fit.estimate import FitOption, FitReport, default_run, estimate
 from kennel.fit.measure import MeasureResult, measure
+from kennel.fit.quant import scheme
 from kennel.fit.serialize import report_dict
 from kennel.fit.speed import Range
 from kennel.model.resolve import resolve
@@ -22,29 +23,54 @@ from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, fmt_rate, parse_count
 
 
-class KvType(str, Enum):
+class KvType(StrEnum):
     f16 = "f16"
     q8_0 = "q8_0"
     q4_0 = "q4_0"
 
 
-class OnOff(str, Enum):
+class OnOff(StrEnum):
     on = "on"
     off = "off"
 
 
 def fit(
-    model: str = typer.Argument(..., help="A .gguf path, an https URL to a GGUF, hf.co/OWNER/REPO[:QUANT], OWNER/REPO, or a catalog name."),
-    ctx: str | None = typer.Option(None, "--ctx", help="Context per sequence in tokens, e.g. 8192 or 32k (default: 8192, or the model's if shorter)."),
-    kv_type: KvType = typer.Option(KvType.f16, "--kv-type", help="KV cache type; q8_0 and q4_0 need flash attention."),
-    flash_attn: OnOff = typer.Option(OnOff.on, "--flash-attn", help="Flash attention (kennel's engine uses it by default)."),
-    parallel: int = typer.Option(1, "--parallel", min=1, max=256, help="Sequences served at once; they share one cache of ctx x parallel."),
+    model: str = typer.Argument(
+        ...,
+        help="A .gguf path, an https URL to a GGUF, hf.co/OWNER/REPO[:QUANT], OWNER/REPO, or a catalog name.",
+    ),
+    ctx: str | None = typer.Option(
+        None,
+        "--ctx",
+        help="Context per sequence in tokens, e.g. 8192 or 32k (default: 8192, or the model's if shorter).",
+    ),
+    kv_type: KvType = typer.Option(
+        KvType.f16, "--kv-type", help="KV cache type; q8_0 and q4_0 need flash attention."
+    ),
+    flash_attn: OnOff = typer.Option(
+        OnOff.on, "--flash-attn", help="Flash attention (kennel's engine uses it by default)."
+    ),
+    parallel: int = typer.Option(
+        1,
+        "--parallel",
+        min=1,
+        max=256,
+        help="Sequences served at once; they share one cache of ctx x parallel.",
+    ),
     ubatch: int = typer.Option(512, "--ubatch", min=1, help="Physical batch size (llama.cpp -ub)."),
-    quant: list[str] = typer.Option([], "--quant", help="Only these quantizations (repeatable); with --measure, the one to time."),
+    quant: list[str] = typer.Option(
+        [], "--quant", help="Only these quantizations (repeatable); with --measure, the one to time."
+    ),
     file: str | None = typer.Option(None, "--file", help="The GGUF file to read in a Hugging Face repo."),
     revision: str | None = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
-    engines: bool = typer.Option(True, "--engines/--no-engines", help="Also size non-GGUF formats for GPU engines (AWQ, FP8, ...)."),
-    do_measure: bool = typer.Option(False, "--measure", help="Build the model's shape locally with random weights, time it here, and calibrate."),
+    engines: bool = typer.Option(
+        True, "--engines/--no-engines", help="Also size non-GGUF formats for GPU engines (AWQ, FP8, ...)."
+    ),
+    do_measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="Build the model's shape locally with random weights, time it here, and calibrate.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     gpu: str | None = ho.GPU,
     gpu_count: int = ho.GPU_COUNT,
@@ -65,11 +91,19 @@ def fit(
         resolved = resolve(model, file=file, revision=revision)
     shape = resolved.shape
     with status("Probing hardware…", enabled=not json_out):
-        hw = ho.hardware_from_options(home, gpu=gpu, gpu_count=gpu_count, ram=ram, cpu_cores=cpu_cores,
-                                      ram_bandwidth=ram_bandwidth, hardware=hardware)
-    run = default_run(shape, ctx=ctx_tokens, kv_type=kv_type.value, flash_attn=flash_attn == OnOff.on,
-                      parallel=parallel, n_ubatch=ubatch, n_batch=max(512, ubatch)).validated(shape)
-    only = tuple(quant)
+        hw = ho.hardware_from_options(
+            home, ho.HardwareOptions(gpu, gpu_count, ram, cpu_cores, ram_bandwidth, hardware)
+        )
+    run = default_run(
+        shape,
+        ctx=ctx_tokens,
+        kv_type=kv_type.value,
+        flash_attn=flash_attn == OnOff.on,
+        parallel=parallel,
+        n_ubatch=ubatch,
+        n_batch=max(512, ubatch),
+    ).validated(shape)
+    only = tuple(scheme(q).name for q in quant)  # refuses unknown names with the list of known ones
     backend = calibration.backend_of(hw, 1 if hw.llama is None or hw.llama.gpu_offload else 0)
     cal = calibration.load(home, hw, backend)
     with status("Sizing every quantization…", enabled=not json_out):
@@ -78,9 +112,13 @@ def fit(
     if do_measure:
         target = _measure_target(report, only)
         measured = _run_measure(shape, hw, run, target, home, quiet=json_out)
-        report = estimate(shape, hw, run, calibration=measured.calibration, include_engines=engines, only=only)
+        report = estimate(
+            shape, hw, run, calibration=measured.calibration, include_engines=engines, only=only
+        )
     if json_out:
-        doc = report_dict(report, source=resolved.ref, file_name=resolved.file_name, file_size=resolved.file_size)
+        doc = report_dict(
+            report, source=resolved.ref, file_name=resolved.file_name, file_size=resolved.file_size
+        )
         if measured is not None:
             doc["measured"] = _measured_dict(measured)
         print_json("fit", doc)
@@ -105,9 +143,15 @@ def _measure_target(report: FitReport, only: tuple[str, ...]) -> str:
 def _run_measure(shape, hw, run, quant: str, home: KennelHome, *, quiet: bool) -> MeasureResult:  # type: ignore[no-untyped-def]
     if quiet:
         return measure(shape, hw, run, quant=quant, home=home)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=err_console(), transient=True) as bar:
-        tasks: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -142,36 +186,73 @@ def _fits(o: FitOption) -> str:
 def render(r: FitReport, *, source: str, file_size: int | None) -> None:
     c = console()
     s = r.shape
-    params = f"{s.n_params / 1e9:.2f}B params" + (f", {s.n_params_active / 1e9:.2f}B active" if s.is_moe else "")
+    params = f"{s.n_params / 1e9:.2f}B params" + (
+        f", {s.n_params_active / 1e9:.2f}B active" if s.is_moe else ""
+    )
     ftype = f", file {s.file_type} {fmt_bytes(file_size)}" if s.source_kind == "gguf" and file_size else ""
     c.print(f"[bold]{s.name}[/] [dim]({source})[/]")
     heads = f"{s.n_head[0]}/{s.n_head_kv[0]} heads x {s.head_dim_k}" if s.n_head else ""
-    extra = (f", {s.n_expert} experts ({s.n_expert_used} used)" if s.is_moe else "") + (f", sliding window {s.n_swa}" if s.n_swa else "")
-    c.print(f"  {s.arch}, {params}, {s.n_layer} layers, {heads}, vocab {s.n_vocab}, trained ctx {s.n_ctx_train or '?'}{extra}{ftype}")
-    c.print(f"  on [bold]{r.hardware.describe()}[/]" + ("" if r.hardware.source == "probed" else " [dim](what-if)[/]"))
+    extra = (f", {s.n_expert} experts ({s.n_expert_used} used)" if s.is_moe else "") + (
+        f", sliding window {s.n_swa}" if s.n_swa else ""
+    )
+    c.print(
+        f"  {s.arch}, {params}, {s.n_layer} layers, {heads}, vocab {s.n_vocab}, trained ctx {s.n_ctx_train or '?'}{extra}{ftype}"
+    )
+    c.print(
+        f"  on [bold]{r.hardware.describe()}[/]"
+        + ("" if r.hardware.source == "probed" else " [dim](what-if)[/]")
+    )
     run = r.run
-    c.print(f"  ctx {run.ctx}" + (f" x {run.parallel} sequences" if run.parallel > 1 else "") +
-            f" (llama.cpp allocates {r.n_ctx}), KV {run.kv_type}, flash attention {'on' if run.flash_attn else 'off'}"
-            + ("; speeds [green]calibrated[/] by measurement" if r.calibrated else "; speeds uncalibrated (see --measure)"))
+    c.print(
+        f"  ctx {run.ctx}"
+        + (f" x {run.parallel} sequences" if run.parallel > 1 else "")
+        + f" (llama.cpp allocates {r.n_ctx}), KV {run.kv_type}, flash attention {'on' if run.flash_attn else 'off'}"
+        + (
+            "; speeds [green]calibrated[/] by measurement"
+            if r.calibrated
+            else "; speeds uncalibrated (see --measure)"
+        )
+    )
     t = Table(header_style="bold", box=None, pad_edge=False)
-    for col, just in (("quant", "left"), ("weights", "right"), ("KV cache", "right"), ("compute", "right"), ("overhead", "right"),
-                      ("total", "right"), ("fits", "left"), ("max ctx", "right"), ("decode tok/s", "right"), ("prefill tok/s", "right")):
+    for col, just in (
+        ("quant", "left"),
+        ("weights", "right"),
+        ("KV cache", "right"),
+        ("compute", "right"),
+        ("overhead", "right"),
+        ("total", "right"),
+        ("fits", "left"),
+        ("max ctx", "right"),
+        ("decode tok/s", "right"),
+        ("prefill tok/s", "right"),
+    ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for o in r.options:
         m = o.memory
         name = o.quant + (" (file)" if o.is_file else "")
         if o.quant == r.recommended:
             name = f"[bold green]→ {name}[/]"
-        t.add_row(name, fmt_bytes(m.weights), fmt_bytes(m.kv_cache), fmt_bytes(m.compute), fmt_bytes(m.overhead),
-                  fmt_bytes(m.total), _fits(o), f"{o.max_context:,}" if o.max_context else "-", _rng(o.decode_tok_s),
-                  _rng(o.prefill_tok_s))
+        t.add_row(
+            name,
+            fmt_bytes(m.weights),
+            fmt_bytes(m.kv_cache),
+            fmt_bytes(m.compute),
+            fmt_bytes(m.overhead),
+            fmt_bytes(m.total),
+            _fits(o),
+            f"{o.max_context:,}" if o.max_context else "-",
+            _rng(o.decode_tok_s),
+            _rng(o.prefill_tok_s),
+        )
     c.print(t)
     if r.recommended:
         c.print(f"[bold green]Recommended: {r.recommended}[/] — {r.reason}")
     else:
         c.print(f"[bold red]{r.reason}[/]")
-    c.print("[dim]Decode speed is with ~1k tokens in context; prefill for a 512-token prompt. max ctx: largest context keeping "
-            "the placement (GPU rows) or fitting at all (others).[/]")
+    c.print(
+        "[dim]Decode speed is with ~1k tokens in context; prefill for a 512-token prompt. max ctx: largest context keeping "
+        "the placement (GPU rows) or fitting at all (others).[/]"
+    )
     for n in r.notes:
         c.print(f"[yellow]note:[/] {n}")
 
@@ -197,13 +278,22 @@ def _measured_dict(m: MeasureResult) -> dict[str, object]:
 def _render_measured(m: MeasureResult) -> None:
     c = console()
     b = m.bench
-    c.print(f"\n[bold]Measured here[/] ({m.quant}, {m.gpu_layers} layers on GPU, {b.prompt_tokens}-token prompt, "
-            f"{b.gen_tokens} generated):")
-    c.print(f"  decode  {b.decode_tok_s:8.1f} tok/s  vs estimated {m.estimated_decode:8.1f}  (x{m.decode_ratio:.2f})")
-    c.print(f"  prefill {b.prefill_tok_s:8.1f} tok/s  vs estimated {m.estimated_prefill:8.1f}  (x{m.prefill_ratio:.2f})")
-    c.print(f"  memory  llama.cpp buffers {fmt_bytes(b.buffers.total)} vs estimated {fmt_bytes(m.estimated_buffers)}")
+    c.print(
+        f"\n[bold]Measured here[/] ({m.quant}, {m.gpu_layers} layers on GPU, {b.prompt_tokens}-token prompt, "
+        f"{b.gen_tokens} generated):"
+    )
+    c.print(
+        f"  decode  {b.decode_tok_s:8.1f} tok/s  vs estimated {m.estimated_decode:8.1f}  (x{m.decode_ratio:.2f})"
+    )
+    c.print(
+        f"  prefill {b.prefill_tok_s:8.1f} tok/s  vs estimated {m.estimated_prefill:8.1f}  (x{m.prefill_ratio:.2f})"
+    )
+    c.print(
+        f"  memory  llama.cpp buffers {fmt_bytes(b.buffers.total)} vs estimated {fmt_bytes(m.estimated_buffers)}"
+    )
     if m.proxy_note:
         c.print(f"  [dim]{m.proxy_note}[/]")
-    c.print(f"  [dim]Calibration saved: later estimates on this machine use x{m.calibration.decode:.2f} decode, "
-            f"x{m.calibration.prefill:.2f} prefill. Test model kept at {m.path}.[/]")
-
+    c.print(
+        f"  [dim]Calibration saved: later estimates on this machine use x{m.calibration.decode:.2f} decode, "
+        f"x{m.calibration.prefill:.2f} prefill. Test model kept at {m.path}.[/]"
+    )

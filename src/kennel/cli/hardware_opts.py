@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -15,49 +16,68 @@ from kennel.hardware.whatif import what_if
 from kennel.settings import KennelHome
 from kennel.units import parse_size
 
-GPU = typer.Option(None, "--gpu", help="What-if: plan for this GPU instead of probing, e.g. 'RTX 4090', 'M3 Max', 'MI300X'.")
+GPU = typer.Option(
+    None, "--gpu", help="What-if: plan for this GPU instead of probing, e.g. 'RTX 4090', 'M3 Max', 'MI300X'."
+)
 GPU_COUNT = typer.Option(1, "--gpu-count", min=1, help="What-if: how many of --gpu.")
 RAM = typer.Option(None, "--ram", help="What-if: system RAM (unified memory on Apple), e.g. 64G.")
 CPU_CORES = typer.Option(None, "--cpu-cores", min=1, help="What-if: CPU cores (default 16).")
 RAM_BW = typer.Option(None, "--ram-bandwidth", min=1.0, help="What-if: RAM bandwidth in GB/s (default 80).")
-HARDWARE = typer.Option(None, "--hardware", help="Plan for a saved profile (JSON or YAML from `kennel hw --json`).")
+HARDWARE = typer.Option(
+    None, "--hardware", help="Plan for a saved profile (JSON or YAML from `kennel hw --json`)."
+)
 
 
 def load_profile(path: Path) -> HardwareProfile:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise InvalidOptionError(f"Cannot read hardware profile {path}: {exc.strerror}.",
-                                 hint="Save one with `kennel hw --json > machine.json`.") from exc
+        raise InvalidOptionError(
+            f"Cannot read hardware profile {path}: {exc.strerror}.",
+            hint="Save one with `kennel hw --json > machine.json`.",
+        ) from exc
     try:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         if "hardware" in doc and isinstance(doc["hardware"], dict):
             doc = doc["hardware"]
         return HardwareProfile.from_dict(doc)
     except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
-        raise HardwareSpecError(f"{path} is not a kennel hardware profile ({exc}).",
-                                hint="Save one with `kennel hw --json > machine.json`.") from exc
+        raise HardwareSpecError(
+            f"{path} is not a kennel hardware profile ({exc}).",
+            hint="Save one with `kennel hw --json > machine.json`.",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class HardwareOptions:
+    """The what-if flags as given on the command line."""
+
+    gpu: str | None = None
+    gpu_count: int = 1
+    ram: str | None = None
+    cpu_cores: int | None = None
+    ram_bandwidth: float | None = None
+    hardware: Path | None = None
 
 
 def hardware_from_options(
-    home: KennelHome,
-    *,
-    gpu: str | None,
-    gpu_count: int,
-    ram: str | None,
-    cpu_cores: int | None,
-    ram_bandwidth: float | None,
-    hardware: Path | None,
-    remeasure: bool = False,
-    measure_bandwidth: bool = True,
+    home: KennelHome, o: HardwareOptions, *, remeasure: bool = False, measure_bandwidth: bool = True
 ) -> HardwareProfile:
-    if hardware is not None:
-        if gpu or ram:
+    """Probe this machine, or build the what-if one the flags describe."""
+    if o.hardware is not None:
+        if o.gpu or o.ram:
             raise InvalidOptionError("Give either --hardware or --gpu/--ram, not both.")
-        return load_profile(hardware)
-    if gpu or ram or cpu_cores or ram_bandwidth or gpu_count != 1:
-        if gpu_count != 1 and not gpu:
-            raise InvalidOptionError("--gpu-count needs --gpu.", hint="For example: --gpu 'RTX 4090' --gpu-count 2.")
-        return what_if(gpu=gpu, gpu_count=gpu_count, ram=parse_size(ram) if ram else None,
-                       cpu_cores=cpu_cores, ram_bandwidth_gbs=ram_bandwidth)
+        return load_profile(o.hardware)
+    if o.gpu or o.ram or o.cpu_cores or o.ram_bandwidth or o.gpu_count != 1:
+        if o.gpu_count != 1 and not o.gpu:
+            raise InvalidOptionError(
+                "--gpu-count needs --gpu.", hint="For example: --gpu 'RTX 4090' --gpu-count 2."
+            )
+        return what_if(
+            gpu=o.gpu,
+            gpu_count=o.gpu_count,
+            ram=parse_size(o.ram) if o.ram else None,
+            cpu_cores=o.cpu_cores,
+            ram_bandwidth_gbs=o.ram_bandwidth,
+        )
     return probe(home, remeasure=remeasure, measure=measure_bandwidth)

@@ -17,9 +17,13 @@ from kennel.units import fmt_bytes
 
 def hw(
     json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
-    remeasure: bool = typer.Option(False, "--remeasure", help="Measure memory bandwidth again instead of using the cached figure."),
+    remeasure: bool = typer.Option(
+        False, "--remeasure", help="Measure memory bandwidth again instead of using the cached figure."
+    ),
     no_bandwidth: bool = typer.Option(False, "--no-bandwidth", help="Skip the memory bandwidth test."),
-    list_gpus: bool = typer.Option(False, "--list-gpus", help="List the GPUs kennel knows for --gpu, with their specs and sources."),
+    list_gpus: bool = typer.Option(
+        False, "--list-gpus", help="List the GPUs kennel knows for --gpu, with their specs and sources."
+    ),
     gpu: str | None = ho.GPU,
     gpu_count: int = ho.GPU_COUNT,
     ram: str | None = ho.RAM,
@@ -37,8 +41,10 @@ def hw(
     home = KennelHome.from_env()
     with status("Probing hardware (the first run measures memory bandwidth)…", enabled=not json_out):
         profile = ho.hardware_from_options(
-            home, gpu=gpu, gpu_count=gpu_count, ram=ram, cpu_cores=cpu_cores, ram_bandwidth=ram_bandwidth,
-            hardware=hardware, remeasure=remeasure, measure_bandwidth=not no_bandwidth,
+            home,
+            ho.HardwareOptions(gpu, gpu_count, ram, cpu_cores, ram_bandwidth, hardware),
+            remeasure=remeasure,
+            measure_bandwidth=not no_bandwidth,
         )
     if json_out:
         print_json("hw", {"hardware": profile.to_dict()})
@@ -54,8 +60,14 @@ def render(p: HardwareProfile) -> None:
     freq = f", {p.cpu.freq_mhz / 1000:.2f} GHz" if p.cpu.freq_mhz else ""
     c.print(f"  CPU     {p.cpu.model} ({p.cpu.arch}), {p.cpu.cores} cores / {p.cpu.threads} threads{freq}")
     c.print(f"  SIMD    {flags}")
-    bw = f"{p.memory.bandwidth_gbs:.1f} GB/s ({p.memory.bandwidth_source})" if p.memory.bandwidth_gbs else "not measured"
-    c.print(f"  RAM     {fmt_bytes(p.memory.total)} total, {fmt_bytes(p.memory.available)} available, bandwidth {bw}")
+    bw = (
+        f"{p.memory.bandwidth_gbs:.1f} GB/s ({p.memory.bandwidth_source})"
+        if p.memory.bandwidth_gbs
+        else "not measured"
+    )
+    c.print(
+        f"  RAM     {fmt_bytes(p.memory.total)} total, {fmt_bytes(p.memory.available)} available, bandwidth {bw}"
+    )
     if p.gpus:
         t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
         for col in ("GPU", "backend", "memory", "free", "bandwidth", "FP16", "driver / runtime", "cc"):
@@ -64,7 +76,10 @@ def render(p: HardwareProfile) -> None:
             mem = fmt_bytes(g.total_memory) + (" unified" if g.unified else "")
             free = fmt_bytes(g.usable_memory) + (" (Metal limit)" if g.working_set_limit else "")
             t.add_row(
-                f"{g.index}: {g.name}", g.backend, mem, free,
+                f"{g.index}: {g.name}",
+                g.backend,
+                mem,
+                free,
                 f"{g.bandwidth_gbs:.0f} GB/s" if g.bandwidth_gbs else "?",
                 f"{g.fp16_tflops:.0f} TFLOPS" if g.fp16_tflops else "?",
                 " / ".join(x for x in (g.driver, g.runtime_version) if x) or "-",
@@ -72,15 +87,19 @@ def render(p: HardwareProfile) -> None:
             )
         c.print(t)
     else:
-        c.print("  GPU     none found (NVIDIA via NVML, AMD via rocm-smi/sysfs, Apple via Metal, Intel via xpu-smi)")
+        c.print(
+            "  GPU     none found (NVIDIA via NVML, AMD via rocm-smi/sysfs, Apple via Metal, Intel via xpu-smi)"
+        )
     if p.llama is not None:
         lb = p.llama
         if not lb.installed:
             c.print("  llama   [yellow]llama-cpp-python is not installed[/]; run scripts/install.sh")
         else:
             offload = "[green]yes[/]" if lb.gpu_offload else "[yellow]no (CPU-only build)[/]"
-            c.print(f"  llama   llama-cpp-python {lb.version}; GPU offload {offload}; devices: {', '.join(lb.backends) or 'CPU'}; "
-                    f"mmap {'yes' if lb.mmap else 'no'}, mlock {'yes' if lb.mlock else 'no'}")
+            c.print(
+                f"  llama   llama-cpp-python {lb.version}; GPU offload {offload}; devices: {', '.join(lb.backends) or 'CPU'}; "
+                f"mmap {'yes' if lb.mmap else 'no'}, mlock {'yes' if lb.mlock else 'no'}"
+            )
     for note in p.notes:
         c.print(f"  [yellow]note:[/] {note}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from kennel import __version__
@@ -36,36 +35,33 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """kennel: size, choose, get, serve and keep healthy the LLMs on your own machines."""
 
 
 def run() -> None:
-    """Console entry point: KennelError -> one line, exit 2; a bug -> a short note, exit 1."""
+    """Console entry point. Usage errors are click's (exit 2); a KennelError becomes one line and
+    exit 2; anything else is a bug: a short note and exit 1 (KENNEL_DEBUG=1 shows the traceback)."""
     try:
-        app(standalone_mode=False)
+        app()
     except KennelError as exc:
         err_console().print(f"[bold red]error:[/] {exc.message}")
         if exc.hint:
             err_console().print(f"[dim]hint:[/] {exc.hint}")
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console().print("Aborted.")
-        sys.exit(130)
     except KeyboardInterrupt:
         err_console().print("Interrupted.")
         sys.exit(130)
-    except click.ClickException as exc:  # usage errors arrive here in standalone_mode=False
-        exc.show()
-        sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("KENNEL_DEBUG"):
             raise
         err_console().print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
-        err_console().print("[dim]hint:[/] this is a bug in kennel; run again with KENNEL_DEBUG=1 for the traceback and report it.")
+        err_console().print(
+            "[dim]hint:[/] this is a bug in kennel; run again with KENNEL_DEBUG=1 for the traceback and report it."
+        )
         sys.exit(1)
 
 

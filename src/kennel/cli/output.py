@@ -18,7 +18,8 @@ def console() -> Console:
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: an error stays one line (grep-able, as scripts expect), however long the path
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(kind: str, payload: dict[str, Any]) -> None:

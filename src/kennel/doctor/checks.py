@@ -58,30 +58,45 @@ class DoctorContext:
 
 
 def _reinstall(backend: str) -> str:
-    return (f"{_REBUILD.get(backend, '')} pip install --force-reinstall --no-cache-dir "
-            f"llama-cpp-python=={LLAMA_VERSION}   (or: bash scripts/install.sh --gpu {backend})").strip()
+    return (
+        f"{_REBUILD.get(backend, '')} pip install --force-reinstall --no-cache-dir "
+        f"llama-cpp-python=={LLAMA_VERSION}   (or: bash scripts/install.sh --gpu {backend})"
+    ).strip()
 
 
 def check_llama_installed(c: DoctorContext) -> Check:
     lb = c.hw.llama
     if lb is None or not lb.installed:
-        return Check("llama.cpp", "fail", "llama-cpp-python is not installed; kennel cannot run models.",
-                     "bash scripts/install.sh")
-    return Check("llama.cpp", "ok", f"llama-cpp-python {lb.version}, devices: {', '.join(lb.backends) or 'CPU'}")
+        return Check(
+            "llama.cpp",
+            "fail",
+            "llama-cpp-python is not installed; kennel cannot run models.",
+            "bash scripts/install.sh",
+        )
+    return Check(
+        "llama.cpp", "ok", f"llama-cpp-python {lb.version}, devices: {', '.join(lb.backends) or 'CPU'}"
+    )
 
 
 def check_gpu_offload(c: DoctorContext) -> Check:
     lb = c.hw.llama
     if not c.hw.gpus:
         if c.nvidia_present:
-            return Check("GPU offload", "warn", "An NVIDIA device is present but kennel could not query it, so models will run on the CPU.",
-                         "Install the NVIDIA driver and nvidia-ml-py, then run `kennel doctor` again.")
+            return Check(
+                "GPU offload",
+                "warn",
+                "An NVIDIA device is present but kennel could not query it, so models will run on the CPU.",
+                "Install the NVIDIA driver and nvidia-ml-py, then run `kennel doctor` again.",
+            )
         return Check("GPU offload", "ok", "No GPU found; models run on the CPU.")
     backend = c.hw.gpus[0].backend
     if lb is not None and lb.installed and not lb.gpu_offload:
-        return Check("GPU offload", "fail",
-                     f"{c.hw.gpus[0].name} is present but this llama.cpp build cannot use it (CPU-only build).",
-                     _reinstall(backend))
+        return Check(
+            "GPU offload",
+            "fail",
+            f"{c.hw.gpus[0].name} is present but this llama.cpp build cannot use it (CPU-only build).",
+            _reinstall(backend),
+        )
     return Check("GPU offload", "ok", f"llama.cpp can offload to {c.hw.gpus[0].name} ({backend}).")
 
 
@@ -92,16 +107,28 @@ def check_visible_devices(c: DoctorContext) -> Check:
     nvidia = [g for g in c.hw.gpus if g.vendor == "nvidia"]
     if raw.strip() in ("", "-1", "none", "NoDevFiles"):
         status: Status = "fail" if nvidia or c.nvidia_present else "warn"
-        return Check("CUDA_VISIBLE_DEVICES", status, f"set to {raw!r}: CUDA sees no GPU at all.",
-                     "unset CUDA_VISIBLE_DEVICES (or list the GPUs to use, e.g. CUDA_VISIBLE_DEVICES=0,1)")
+        return Check(
+            "CUDA_VISIBLE_DEVICES",
+            status,
+            f"set to {raw!r}: CUDA sees no GPU at all.",
+            "unset CUDA_VISIBLE_DEVICES (or list the GPUs to use, e.g. CUDA_VISIBLE_DEVICES=0,1)",
+        )
     ids = [x.strip() for x in raw.split(",") if x.strip()]
     numeric = [int(x) for x in ids if x.isdigit()]
     if nvidia and numeric and max(numeric) >= len(nvidia):
-        return Check("CUDA_VISIBLE_DEVICES", "fail", f"lists GPU {max(numeric)} but only {len(nvidia)} exist.",
-                     f"set CUDA_VISIBLE_DEVICES to indices below {len(nvidia)}, or unset it")
+        return Check(
+            "CUDA_VISIBLE_DEVICES",
+            "fail",
+            f"lists GPU {max(numeric)} but only {len(nvidia)} exist.",
+            f"set CUDA_VISIBLE_DEVICES to indices below {len(nvidia)}, or unset it",
+        )
     if nvidia and len(ids) < len(nvidia):
-        return Check("CUDA_VISIBLE_DEVICES", "warn", f"{raw!r} hides {len(nvidia) - len(ids)} of {len(nvidia)} GPUs from llama.cpp.",
-                     "unset CUDA_VISIBLE_DEVICES to use every GPU")
+        return Check(
+            "CUDA_VISIBLE_DEVICES",
+            "warn",
+            f"{raw!r} hides {len(nvidia) - len(ids)} of {len(nvidia)} GPUs from llama.cpp.",
+            "unset CUDA_VISIBLE_DEVICES to use every GPU",
+        )
     return Check("CUDA_VISIBLE_DEVICES", "ok", f"{raw!r}")
 
 
@@ -115,12 +142,19 @@ def check_driver(c: DoctorContext) -> Check:
         return Check("NVIDIA driver", "ok", "no NVIDIA GPU.")
     driver_cuda = nvidia[0].runtime_version
     if c.cuda_runtime and driver_cuda and _version_tuple(driver_cuda) < _version_tuple(c.cuda_runtime):
-        return Check("NVIDIA driver", "fail",
-                     f"driver {nvidia[0].driver} supports CUDA {driver_cuda}, but llama.cpp was built with CUDA {c.cuda_runtime}.",
-                     f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama-cpp-python "
-                     f"with the CUDA toolkit {driver_cuda}")
-    return Check("NVIDIA driver", "ok", f"driver {nvidia[0].driver or '?'} (CUDA {driver_cuda or '?'})"
-                 + (f", build uses CUDA {c.cuda_runtime}" if c.cuda_runtime else ""))
+        return Check(
+            "NVIDIA driver",
+            "fail",
+            f"driver {nvidia[0].driver} supports CUDA {driver_cuda}, but llama.cpp was built with CUDA {c.cuda_runtime}.",
+            f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama-cpp-python "
+            f"with the CUDA toolkit {driver_cuda}",
+        )
+    return Check(
+        "NVIDIA driver",
+        "ok",
+        f"driver {nvidia[0].driver or '?'} (CUDA {driver_cuda or '?'})"
+        + (f", build uses CUDA {c.cuda_runtime}" if c.cuda_runtime else ""),
+    )
 
 
 def check_nvml(c: DoctorContext) -> Check:
@@ -130,8 +164,12 @@ def check_nvml(c: DoctorContext) -> Check:
     if has_nvml and c.nvidia_smi:
         return Check("NVML / nvidia-smi", "ok", "both available.")
     missing = [n for n, ok in (("NVML (libnvidia-ml)", has_nvml), ("nvidia-smi", c.nvidia_smi)) if not ok]
-    return Check("NVML / nvidia-smi", "warn", f"NVIDIA device present but {' and '.join(missing)} missing.",
-                 "install the NVIDIA driver utilities (e.g. apt install nvidia-utils-<version>) and pip install nvidia-ml-py")
+    return Check(
+        "NVML / nvidia-smi",
+        "warn",
+        f"NVIDIA device present but {' and '.join(missing)} missing.",
+        "install the NVIDIA driver utilities (e.g. apt install nvidia-utils-<version>) and pip install nvidia-ml-py",
+    )
 
 
 def check_disk(c: DoctorContext) -> Check:
@@ -141,10 +179,19 @@ def check_disk(c: DoctorContext) -> Check:
     need = c.smallest_model_bytes
     where = f"{fmt_bytes(free)} free in {c.home.root}"
     if free < need:
-        return Check("disk", "fail", f"{where}; the smallest recommended model ({c.smallest_model_name}) needs {fmt_bytes(need)}.",
-                     "free disk space, or point KENNEL_HOME at a larger disk")
+        return Check(
+            "disk",
+            "fail",
+            f"{where}; the smallest recommended model ({c.smallest_model_name}) needs {fmt_bytes(need)}.",
+            "free disk space, or point KENNEL_HOME at a larger disk",
+        )
     if free < 4 * need + 2 * GiB:
-        return Check("disk", "warn", f"{where}: enough for small models only.", "free space or move KENNEL_HOME to a larger disk")
+        return Check(
+            "disk",
+            "warn",
+            f"{where}: enough for small models only.",
+            "free space or move KENNEL_HOME to a larger disk",
+        )
     return Check("disk", "ok", where)
 
 
@@ -152,14 +199,26 @@ def check_ram(c: DoctorContext) -> Check:
     m = c.hw.memory
     need = c.smallest_model_bytes + 512 * 2**20
     if m.total < need:
-        return Check("RAM", "fail", f"{fmt_bytes(m.total)} total; even {c.smallest_model_name} needs about {fmt_bytes(need)}.",
-                     "add memory, or run kennel on a bigger machine")
+        return Check(
+            "RAM",
+            "fail",
+            f"{fmt_bytes(m.total)} total; even {c.smallest_model_name} needs about {fmt_bytes(need)}.",
+            "add memory, or run kennel on a bigger machine",
+        )
     if m.available < need:
-        return Check("RAM", "fail", f"only {fmt_bytes(m.available)} of {fmt_bytes(m.total)} available.",
-                     "close memory-hungry programs")
+        return Check(
+            "RAM",
+            "fail",
+            f"only {fmt_bytes(m.available)} of {fmt_bytes(m.total)} available.",
+            "close memory-hungry programs",
+        )
     if m.available < 4 * GiB:
-        return Check("RAM", "warn", f"{fmt_bytes(m.available)} available: only very small models will run.",
-                     "close other programs or add memory")
+        return Check(
+            "RAM",
+            "warn",
+            f"{fmt_bytes(m.available)} available: only very small models will run.",
+            "close other programs or add memory",
+        )
     return Check("RAM", "ok", f"{fmt_bytes(m.available)} available of {fmt_bytes(m.total)}")
 
 
@@ -175,8 +234,12 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def check_port(c: DoctorContext) -> Check:
     free = (c.port_free or port_is_free)(c.port)
     if not free:
-        return Check("serving port", "fail", f"127.0.0.1:{c.port} is already in use.",
-                     f"stop the program using it (e.g. `ss -ltnp | grep {c.port}`), or serve on another port with --port")
+        return Check(
+            "serving port",
+            "fail",
+            f"127.0.0.1:{c.port} is already in use.",
+            f"stop the program using it (e.g. `ss -ltnp | grep {c.port}`), or serve on another port with --port",
+        )
     return Check("serving port", "ok", f"127.0.0.1:{c.port} is free.")
 
 
@@ -188,13 +251,26 @@ def check_home(c: DoctorContext) -> Check:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        return Check("KENNEL_HOME", "fail", f"{root} is not writable: {exc.strerror}.",
-                     "fix its permissions or set KENNEL_HOME to a writable folder")
+        return Check(
+            "KENNEL_HOME",
+            "fail",
+            f"{root} is not writable: {exc.strerror}.",
+            "fix its permissions or set KENNEL_HOME to a writable folder",
+        )
     return Check("KENNEL_HOME", "ok", str(root))
 
 
-ALL_CHECKS = (check_llama_installed, check_gpu_offload, check_visible_devices, check_driver, check_nvml,
-              check_disk, check_ram, check_port, check_home)
+ALL_CHECKS = (
+    check_llama_installed,
+    check_gpu_offload,
+    check_visible_devices,
+    check_driver,
+    check_nvml,
+    check_disk,
+    check_ram,
+    check_port,
+    check_home,
+)
 
 
 def run_checks(c: DoctorContext) -> list[Check]:
@@ -218,7 +294,9 @@ def cuda_runtime_of_build() -> str | None:
     if not lib.exists() or not shutil.which("ldd"):
         return None
     try:
-        out = subprocess.run(["ldd", str(lib)], capture_output=True, text=True, timeout=10, check=False).stdout
+        out = subprocess.run(
+            ["ldd", str(lib)], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"(\S*libcudart\.so\S*) => (\S+)", out)

@@ -70,7 +70,7 @@ class BenchResult:
         return self.gen_tokens / self.gen_seconds if self.gen_seconds else 0.0
 
 
-class _LogCapture:
+class LlamaLogCapture:
     """Route llama.cpp's log into a buffer for the duration of a load, then restore quiet."""
 
     def __init__(self) -> None:
@@ -84,11 +84,13 @@ class _LogCapture:
 
         self._cb = llama_cpp.llama_log_callback(sink)
 
-    def __enter__(self) -> _LogCapture:
+    def __enter__(self) -> LlamaLogCapture:
         self._llama.llama_log_set(self._cb, ctypes.c_void_p(0))
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         from llama_cpp import _logger
 
         _logger.logger.setLevel(logging.ERROR)
@@ -110,7 +112,11 @@ def _context_params(shape: ModelShape, run: RunConfig, threads: int | None):  # 
     cp.n_seq_max = run.parallel
     cp.kv_unified = run.kv_unified
     cp.swa_full = run.swa_full
-    cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if run.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    cp.flash_attn_type = (
+        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if run.flash_attn
+        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     cp.type_k = cp.type_v = _GGML_TYPES.get(run.kv_type_ggml, 1)
     cp.no_perf = False
     if threads:
@@ -136,15 +142,19 @@ def _load(path: Path, shape: ModelShape, run: RunConfig, n_gpu_layers: int, thre
     mp = llama_cpp.llama_model_default_params()
     mp.n_gpu_layers = n_gpu_layers
     t0 = time.perf_counter()
-    with _LogCapture() as cap:
+    with LlamaLogCapture() as cap:
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
         if not model:
-            raise MeasureError(f"llama.cpp could not load {path}.", hint="The log said: " + cap.text[-400:].strip())
+            raise MeasureError(
+                f"llama.cpp could not load {path}.", hint="The log said: " + cap.text[-400:].strip()
+            )
         ctx = llama_cpp.llama_init_from_model(model, _context_params(shape, run, threads))
         if not ctx:
             llama_cpp.llama_model_free(model)
-            raise MeasureError("llama.cpp could not create a context for this model.",
-                               hint="The log said: " + cap.text[-400:].strip())
+            raise MeasureError(
+                "llama.cpp could not create a context for this model.",
+                hint="The log said: " + cap.text[-400:].strip(),
+            )
     return _Loaded(model, ctx, cap.text, time.perf_counter() - t0)
 
 

@@ -50,15 +50,28 @@ def load(home: KennelHome, hw: HardwareProfile, backend: str) -> Calibration:
     )
 
 
-def record(home: KennelHome, hw: HardwareProfile, backend: str, *, quant: str, decode_ratio: float,
-           prefill_ratio: float) -> Calibration:
+def record(
+    home: KennelHome,
+    hw: HardwareProfile,
+    backend: str,
+    *,
+    quant: str,
+    decode_ratio: float,
+    prefill_ratio: float,
+) -> Calibration:
     table = read_section(home.calibration, "calibration")
     if not isinstance(table, dict):
         table = {}
     key = f"{machine_key(hw)}|{backend}"
     rows = [r for r in table.get(key, []) if isinstance(r, dict)]
-    rows.append({"quant": quant, "decode_ratio": round(decode_ratio, 4), "prefill_ratio": round(prefill_ratio, 4),
-                 "at": int(time.time())})
+    rows.append(
+        {
+            "quant": quant,
+            "decode_ratio": round(decode_ratio, 4),
+            "prefill_ratio": round(prefill_ratio, 4),
+            "at": int(time.time()),
+        }
+    )
     table[key] = rows[-KEEP:]
     write_section(home.calibration, "calibration", table)
     return load(home, hw, backend)

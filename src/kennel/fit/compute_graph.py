@@ -73,7 +73,9 @@ class _Builder:
         return {
             "k_idxs": c.input(I64, p.n_tokens, name="attn_inp_k_idxs"),
             "v_idxs": c.input(I64, v_idxs_n, name="attn_inp_v_idxs"),
-            "mask": c.input(mask_type, n_kv, p.n_tokens // p.n_stream, 1, p.n_stream, name="attn_inp_kq_mask"),
+            "mask": c.input(
+                mask_type, n_kv, p.n_tokens // p.n_stream, 1, p.n_stream, name="attn_inp_kq_mask"
+            ),
         }
 
     def rot_inputs(self) -> None:
@@ -136,11 +138,30 @@ class _Builder:
         gf.expand(self.cpy_k(k, kc, inp["k_idxs"]))  # type: ignore[arg-type]
         gf.expand(self.cpy_v(v, vc, inp["v_idxs"]))  # type: ignore[arg-type]
         hk, dk, dv = s.n_head_kv[il], s.head_dim_k, s.head_dim_v
-        kv = c.view(kc, [dk, hk, n_kv, ns], [_row(p.type_k, dk), _row(p.type_k, kc.ne[0]), _row(p.type_k, kc.ne[0] * kc.ne[1])], 0)
+        kv = c.view(
+            kc,
+            [dk, hk, n_kv, ns],
+            [_row(p.type_k, dk), _row(p.type_k, kc.ne[0]), _row(p.type_k, kc.ne[0] * kc.ne[1])],
+            0,
+        )
         if p.flash_attn:
-            vv = c.view(vc, [dv, hk, n_kv, ns], [_row(p.type_v, dv), _row(p.type_v, vc.ne[0]), _row(p.type_v, vc.ne[0] * vc.ne[1])], 0)
+            vv = c.view(
+                vc,
+                [dv, hk, n_kv, ns],
+                [_row(p.type_v, dv), _row(p.type_v, vc.ne[0]), _row(p.type_v, vc.ne[0] * vc.ne[1])],
+                0,
+            )
         else:
-            vv = c.view(vc, [n_kv, hk, dv, ns], [_row(p.type_v, vc.ne[1] * dv), _row(p.type_v, vc.ne[1]), _row(p.type_v, vc.ne[1] * vc.ne[0])], 0)
+            vv = c.view(
+                vc,
+                [n_kv, hk, dv, ns],
+                [
+                    _row(p.type_v, vc.ne[1] * dv),
+                    _row(p.type_v, vc.ne[1]),
+                    _row(p.type_v, vc.ne[1] * vc.ne[0]),
+                ],
+                0,
+            )
         cur = self.mha(q, kv, vv, inp["mask"], t // ns, ns)  # type: ignore[arg-type]
         if self._rot.get("v") is not None:
             cur = self.hadamard(cur, self._rot["v"])  # type: ignore[arg-type]
@@ -162,10 +183,8 @@ class _Builder:
             if vc.ne[2] > 1:
                 vc = c.reshape(vc, n_gqa, vc.ne[1] * vc.ne[2])
             return c.set_rows(vc, vview, idxs)
-        if _row(v.type, n_gqa) == v.nb[2]:
-            vcur = c.reshape(v, n_gqa, v.ne[2])
-        else:
-            vcur = c.cont(v, n_gqa, v.ne[2])
+        # merge head and row dimensions in place when V is contiguous, else copy
+        vcur = c.reshape(v, n_gqa, v.ne[2]) if _row(v.type, n_gqa) == v.nb[2] else c.cont(v, n_gqa, v.ne[2])
         if n_gqa < vc.ne[0]:
             vcur = c._op("PAD", c.new(vcur.type, vc.ne[0], vcur.ne[1]), vcur)
         v_view = c.reshape(vc, 1, vc.nelements())

@@ -14,8 +14,8 @@ from kennel.fit.memory import (
     CTX_PAD,
     MemoryEstimate,
     RunConfig,
-    cparams,
     compute_buffer,
+    cparams,
     kv_cache_per_layer,
     layer_weights,
     output_buffer,
@@ -27,7 +27,20 @@ from kennel.model.shape import ModelShape
 from kennel.units import GiB, fmt_bytes
 
 READABLE_TOK_S = 10.0  # a reply streams faster than people read
-RECOMMENDABLE = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q3_K_L", "Q3_K_M", "IQ3_M", "Q3_K_S", "Q2_K", "IQ2_M")
+RECOMMENDABLE = (
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q4_K_M",
+    "Q4_K_S",
+    "IQ4_XS",
+    "Q3_K_L",
+    "Q3_K_M",
+    "IQ3_M",
+    "Q3_K_S",
+    "Q2_K",
+    "IQ2_M",
+)
 GOOD_ENOUGH = {"Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_K_S", "IQ4_XS"}
 ENGINE_UTILIZATION = 0.9  # vLLM's default gpu_memory_utilization
 ENGINE_ACTIVATIONS = int(1.5 * GiB)  # activations for a 2048-token batch and CUDA graphs
@@ -94,17 +107,28 @@ class _Sizer:
         host = s.n_embd * t * 4 + 16 * t  # embeddings and small inputs before they cross to the GPU
         backend = hw.gpus[0].backend if hw.gpus and self.gpu_offload else "cpu"
         parts = ModelParts(
-            input_weights=lw.input, layer_weights=lw.layers, layer_experts=lw.layer_experts,
-            output_weights=lw.output, tied_copy=lw._tied_copy, layer_kv=tuple(kv),
-            compute_gpu=gpu_c, compute_cpu=cpu_c, compute_host=host,
-            output_buffer=output_buffer(s, run), gpu_overhead=BACKEND_OVERHEAD.get(backend, 0),
+            input_weights=lw.input,
+            layer_weights=lw.layers,
+            layer_experts=lw.layer_experts,
+            output_weights=lw.output,
+            tied_copy=lw._tied_copy,
+            layer_kv=tuple(kv),
+            compute_gpu=gpu_c,
+            compute_cpu=cpu_c,
+            compute_host=host,
+            output_buffer=output_buffer(s, run),
+            gpu_overhead=BACKEND_OVERHEAD.get(backend, 0),
             cpu_overhead=BACKEND_OVERHEAD["cpu"],
         )
         mem = MemoryEstimate(
-            weights=lw.total, kv_cache=sum(kv), compute=gpu_c if backend != "cpu" else cpu_c,
+            weights=lw.total,
+            kv_cache=sum(kv),
+            compute=gpu_c if backend != "cpu" else cpu_c,
             output_buffer=parts.output_buffer,
-            runtime_overhead=BACKEND_OVERHEAD["cpu"] + (BACKEND_OVERHEAD.get(backend, 0) if backend != "cpu" else 0),
-            compute_exact=exact, layer_kv=tuple(kv),
+            runtime_overhead=BACKEND_OVERHEAD["cpu"]
+            + (BACKEND_OVERHEAD.get(backend, 0) if backend != "cpu" else 0),
+            compute_exact=exact,
+            layer_kv=tuple(kv),
         )
         return parts, mem
 
@@ -146,7 +170,9 @@ class SizedOption:
     inputs: SpeedInputs
 
 
-def size_option(shape: ModelShape, hw: HardwareProfile, run: RunConfig, types: dict[str, int] | None) -> SizedOption:
+def size_option(
+    shape: ModelShape, hw: HardwareProfile, run: RunConfig, types: dict[str, int] | None
+) -> SizedOption:
     """Memory and placement of ``shape`` with tensor ``types`` (None: the file's own) under ``run``."""
     run = run.validated(shape)
     parts, mem, place = _Sizer(shape, hw, run, gpu_offload=True).place(types, run.ctx)
@@ -166,10 +192,21 @@ def speed_inputs(shape: ModelShape, run: RunConfig) -> SpeedInputs:
     )
 
 
-def _gguf_option(sizer: _Sizer, name: str, types: dict[str, int] | None, is_file: bool, cal: Calibration, inputs: SpeedInputs) -> FitOption:
+def _gguf_option(
+    sizer: _Sizer,
+    name: str,
+    types: dict[str, int] | None,
+    is_file: bool,
+    cal: Calibration,
+    inputs: SpeedInputs,
+) -> FitOption:
     parts, mem, place = sizer.place(types, sizer.run.ctx)
     return FitOption(
-        quant=name, kind="gguf", is_file=is_file, memory=mem, placement=place,
+        quant=name,
+        kind="gguf",
+        is_file=is_file,
+        memory=mem,
+        placement=place,
         max_context=sizer.max_context(types, place.fits),
         decode_tok_s=decode(parts, place, sizer.hw, inputs, cal) if place.fits != "no" else Range(0, 0, 0),
         prefill_tok_s=prefill(parts, place, sizer.hw, inputs, cal) if place.fits != "no" else Range(0, 0, 0),
@@ -177,15 +214,23 @@ def _gguf_option(sizer: _Sizer, name: str, types: dict[str, int] | None, is_file
     )
 
 
-def _engine_option(shape: ModelShape, hw: HardwareProfile, run: RunConfig, s: q.QuantScheme, inputs: SpeedInputs) -> FitOption:
+def _engine_option(
+    shape: ModelShape, hw: HardwareProfile, run: RunConfig, s: q.QuantScheme, inputs: SpeedInputs
+) -> FitOption:
     """GPU engines (vLLM and friends): weights and KV split evenly by tensor parallelism."""
     weights = q.engine_weights_bytes(shape, s)
     kv = sum(kv_cache_per_layer(shape, replace(run, kv_type="f16", flash_attn=True)))
     gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
     n = len(gpus)
     overhead = BACKEND_OVERHEAD["cuda"] * max(n, 1)
-    mem = MemoryEstimate(weights=weights, kv_cache=kv, compute=ENGINE_ACTIVATIONS * max(n, 1), output_buffer=0,
-                         runtime_overhead=overhead, compute_exact=False)
+    mem = MemoryEstimate(
+        weights=weights,
+        kv_cache=kv,
+        compute=ENGINE_ACTIVATIONS * max(n, 1),
+        output_buffer=0,
+        runtime_overhead=overhead,
+        compute_exact=False,
+    )
     zero = Range(0, 0, 0)
     if not gpus:
         place = Placement("no", 0, shape.n_layer + 1, (), note="GPU engines (vLLM) need an NVIDIA or AMD GPU")
@@ -195,19 +240,32 @@ def _engine_option(shape: ModelShape, hw: HardwareProfile, run: RunConfig, s: q.
     devs = tuple(DeviceUse(f"GPU{g.index} {g.name}", int(per_gpu), int(budget)) for g in gpus)
     fits: Fits = "gpu" if per_gpu <= budget else "no"
     tp = f"tensor-parallel over {n} GPUs" if n > 1 else "one GPU"
-    place = Placement(fits, shape.n_layer + 1 if fits == "gpu" else 0, shape.n_layer + 1, devs, note=f"vLLM, {tp}")
+    place = Placement(
+        fits, shape.n_layer + 1 if fits == "gpu" else 0, shape.n_layer + 1, devs, note=f"vLLM, {tp}"
+    )
     max_ctx = 0
     if fits == "gpu":
         per_token = kv / max(cparams(shape, run).n_ctx, 1) / n
         room = budget - (weights / n + ENGINE_ACTIVATIONS + BACKEND_OVERHEAD["cuda"])
-        max_ctx = min(int(room / per_token) // CTX_PAD * CTX_PAD if per_token else 0, shape.n_ctx_train or 131072)
+        max_ctx = min(
+            int(room / per_token) // CTX_PAD * CTX_PAD if per_token else 0, shape.n_ctx_train or 131072
+        )
     g = gpus[0]
-    bw = (g.bandwidth_gbs or 300.0) * 1e9 * 0.7 * (n ** 0.8)
+    bw = (g.bandwidth_gbs or 300.0) * 1e9 * 0.7 * (n**0.8)
     active_bytes = weights * (shape.n_params_active / max(shape.n_params, 1))
     dec = 1.0 / (active_bytes / bw + shape.n_layer * 15e-6) if fits == "gpu" else 0.0
     pre = (g.fp16_tflops or 20.0) * 1e12 * 0.5 * n / (2.0 * inputs.active_params) if fits == "gpu" else 0.0
-    return FitOption(s.name, "engine", False, mem, place, max_ctx,
-                     Range(dec * 0.6, dec, dec * 1.3), Range(pre * 0.6, pre, pre * 1.3), note=place.note)
+    return FitOption(
+        s.name,
+        "engine",
+        False,
+        mem,
+        place,
+        max_ctx,
+        Range(dec * 0.6, dec, dec * 1.3),
+        Range(pre * 0.6, pre, pre * 1.3),
+        note=place.note,
+    )
 
 
 def estimate(
@@ -245,8 +303,17 @@ def estimate(
                 options.append(_engine_option(shape, hw, run, s, inputs))
     recommended, reason = recommend(options, hw)
     notes = _notes(shape, hw, run, options, gpu_offload)
-    return FitReport(shape=shape, hardware=hw, run=run, n_ctx=cparams(shape, run).n_ctx, options=tuple(options),
-                     recommended=recommended, reason=reason, calibrated=cal.measured, notes=tuple(notes))
+    return FitReport(
+        shape=shape,
+        hardware=hw,
+        run=run,
+        n_ctx=cparams(shape, run).n_ctx,
+        options=tuple(options),
+        recommended=recommended,
+        reason=reason,
+        calibrated=cal.measured,
+        notes=tuple(notes),
+    )
 
 
 def _fast_memory(hw: HardwareProfile) -> str:
@@ -265,7 +332,9 @@ def recommend(options: list[FitOption], hw: HardwareProfile) -> tuple[str | None
     readable = [o for o in fitting if o.decode_tok_s.expected >= READABLE_TOK_S]
     if readable and readable[0].quant in GOOD_ENOUGH:
         o = readable[0]
-        better = next((r for r in ranked if r.quant in GOOD_ENOUGH and ranked.index(r) < ranked.index(o)), None)
+        better = next(
+            (r for r in ranked if r.quant in GOOD_ENOUGH and ranked.index(r) < ranked.index(o)), None
+        )
         why = f"{o.quant} fits fully in {where} ({fmt_bytes(o.memory.total)}) at ~{o.decode_tok_s.expected:.0f} tok/s"
         if better is not None:
             why += f"; {better.quant} would need {fmt_bytes(better.memory.total)}"
@@ -276,43 +345,62 @@ def recommend(options: list[FitOption], hw: HardwareProfile) -> tuple[str | None
     if good:
         # nothing good streams at a readable speed: take the fastest good-enough quantization
         o = max(good, key=lambda x: x.decode_tok_s.expected)
-        return o.quant, (f"{o.quant} fits fully in {where} but decodes at only ~{o.decode_tok_s.expected:.1f} tok/s here; "
-                         "larger quantizations are slower still. A smaller model, or a GPU, would be faster.")
+        return o.quant, (
+            f"{o.quant} fits fully in {where} but decodes at only ~{o.decode_tok_s.expected:.1f} tok/s here; "
+            "larger quantizations are slower still. A smaller model, or a GPU, would be faster."
+        )
     partial = [o for o in ranked if o.fits == "partial" and o.quant in GOOD_ENOUGH]
     if partial:
         o = max(partial, key=lambda x: x.decode_tok_s.expected) if not fitting else partial[0]
         p = o.placement
         where_layers = p.note or f"{p.gpu_layers} of {p.n_layers} layers on the GPU"
-        return o.quant, (f"Nothing good enough fits fully in {where}; {o.quant} runs with {where_layers} "
-                         f"at ~{o.decode_tok_s.expected:.1f} tok/s.")
+        return o.quant, (
+            f"Nothing good enough fits fully in {where}; {o.quant} runs with {where_layers} "
+            f"at ~{o.decode_tok_s.expected:.1f} tok/s."
+        )
     if fitting:
         o = fitting[0]
         return o.quant, f"Only {o.quant} fits fully in {where}; expect a clear quality loss below 4 bits."
     any_fit = [o for o in ranked if o.fits != "no"]
     if any_fit:
         o = any_fit[0]
-        return o.quant, f"{o.quant} fits only partly ({o.placement.gpu_layers} of {o.placement.n_layers} layers on the GPU)."
+        return (
+            o.quant,
+            f"{o.quant} fits only partly ({o.placement.gpu_layers} of {o.placement.n_layers} layers on the GPU).",
+        )
     smallest = min((o for o in gguf.values()), key=lambda o: o.memory.total, default=None)
     if smallest is None:
         return None, "No quantization was sized."
     need = smallest.memory.total
     have = hw.memory.available + sum(g.usable_memory for g in hw.gpus if not g.unified)
-    return None, (f"Does not fit: even {smallest.quant} needs {fmt_bytes(need)} and this machine has "
-                  f"{fmt_bytes(have)} free; try a smaller model, a shorter --ctx, or more memory.")
+    return None, (
+        f"Does not fit: even {smallest.quant} needs {fmt_bytes(need)} and this machine has "
+        f"{fmt_bytes(have)} free; try a smaller model, a shorter --ctx, or more memory."
+    )
 
 
-def _notes(shape: ModelShape, hw: HardwareProfile, run: RunConfig, options: list[FitOption], gpu_offload: bool) -> list[str]:
+def _notes(
+    shape: ModelShape, hw: HardwareProfile, run: RunConfig, options: list[FitOption], gpu_offload: bool
+) -> list[str]:
     notes = list(hw.notes)
     if shape.n_ctx_train and run.ctx > shape.n_ctx_train:
-        notes.append(f"--ctx {run.ctx} is beyond the {shape.n_ctx_train} tokens the model was trained on; "
-                     "quality may drop past that point unless the model supports RoPE scaling.")
+        notes.append(
+            f"--ctx {run.ctx} is beyond the {shape.n_ctx_train} tokens the model was trained on; "
+            "quality may drop past that point unless the model supports RoPE scaling."
+        )
     if options and not options[0].memory.compute_exact:
-        notes.append(f"The compute buffer of a {shape.arch} model is estimated with the llama graph of the same "
-                     "dimensions; weights and KV cache are exact.")
+        notes.append(
+            f"The compute buffer of a {shape.arch} model is estimated with the llama graph of the same "
+            "dimensions; weights and KV cache are exact."
+        )
     if not gpu_offload and hw.gpus:
-        notes.append("This llama.cpp build has no GPU offload, so kennel's engine would run on the CPU "
-                     "until it is rebuilt (see `kennel doctor`).")
+        notes.append(
+            "This llama.cpp build has no GPU offload, so kennel's engine would run on the CPU "
+            "until it is rebuilt (see `kennel doctor`)."
+        )
     if shape.source_kind != "gguf":
-        notes.append("Weights are sized from the model's shape with llama.cpp's quantization rules "
-                     "(byte-exact for the standard mixes), not from a downloaded file.")
+        notes.append(
+            "Weights are sized from the model's shape with llama.cpp's quantization rules "
+            "(byte-exact for the standard mixes), not from a downloaded file."
+        )
     return notes

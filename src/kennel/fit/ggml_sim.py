@@ -21,8 +21,30 @@ _PLAIN_SIZES = {F32: 4, F16: 2, I32: 4, I64: 8, "BF16": 2}
 
 # ops whose output may take over their input's memory (ggml_op_can_inplace)
 INPLACE_OPS = frozenset(
-    "FILL SCALE DIAG_MASK_ZERO DIAG_MASK_INF ADD ADD_ID ADD1 SUB MUL DIV SQR SQRT LOG UNARY ROPE "
-    "ROPE_BACK SILU_BACK RMS_NORM RMS_NORM_BACK CLAMP SOFT_MAX SOFT_MAX_BACK".split()
+    [
+        "FILL",
+        "SCALE",
+        "DIAG_MASK_ZERO",
+        "DIAG_MASK_INF",
+        "ADD",
+        "ADD_ID",
+        "ADD1",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQR",
+        "SQRT",
+        "LOG",
+        "UNARY",
+        "ROPE",
+        "ROPE_BACK",
+        "SILU_BACK",
+        "RMS_NORM",
+        "RMS_NORM_BACK",
+        "CLAMP",
+        "SOFT_MAX",
+        "SOFT_MAX_BACK",
+    ]
 )
 
 
@@ -112,7 +134,9 @@ class Ctx:
 
     def _view(self, a: Tensor, ne: Sequence[int], nb: Sequence[int], offs: int, op: str) -> Tensor:
         root = a.view_src or a
-        t = Tensor(type=a.type, ne=_ne4(ne), nb=list(nb), op=op, src=[a], view_src=root, view_offs=a.view_offs + offs)
+        t = Tensor(
+            type=a.type, ne=_ne4(ne), nb=list(nb), op=op, src=[a], view_src=root, view_offs=a.view_offs + offs
+        )
         return t
 
     # -- views --------------------------------------------------------------------------
@@ -125,7 +149,7 @@ class Ctx:
         return self._view(a, n4, _contiguous_nb(a.type, n4), 0, "RESHAPE")
 
     def view(self, a: Tensor, ne: Sequence[int], nb_rest: Sequence[int], offset: int) -> Tensor:
-        block, size = type_size(a.type)
+        size = type_size(a.type)[1]
         n4 = _ne4(ne)
         nb = [size, *nb_rest]
         while len(nb) < 4:
@@ -299,7 +323,11 @@ def reserve_size(graph: Graph, *, alignment: int = 32) -> int:
         if node.op in INPLACE_OPS:
             for parent in node.src:
                 ph = h(parent)
-                if not ph.allocated or parent.is_output or (parent.view_src is not None and parent.view_src.is_output):
+                if (
+                    not ph.allocated
+                    or parent.is_output
+                    or (parent.view_src is not None and parent.view_src.is_output)
+                ):
                     continue
                 if not node.same_layout(parent):
                     continue

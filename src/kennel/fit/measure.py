@@ -61,19 +61,31 @@ def measurable_shape(shape: ModelShape) -> tuple[ModelShape, str]:
     if shape.arch in MEASURABLE_ARCHS and not shape.is_mla and not shape.recurrent_layers:
         return replace(shape, tensors=tensor_layout(shape)), ""
     proxy = replace(
-        shape, arch="llama", kv_lora_rank=0, mla_rope_dim=0, recurrent_layers=(), n_swa=0, swa_layers=(),
-        n_head_kv=tuple(max(h, 1) for h in shape.n_head_kv), n_head=tuple(max(h, 1) for h in shape.n_head),
+        shape,
+        arch="llama",
+        kv_lora_rank=0,
+        mla_rope_dim=0,
+        recurrent_layers=(),
+        n_swa=0,
+        swa_layers=(),
+        n_head_kv=tuple(max(h, 1) for h in shape.n_head_kv),
+        n_head=tuple(max(h, 1) for h in shape.n_head),
         n_ff=tuple(f or 0 for f in shape.n_ff),
     )
     proxy = replace(proxy, tensors=tensor_layout(proxy))
-    return proxy, f"measured as a llama-architecture model of the same dimensions ({shape.arch} has no synthetic builder)"
+    return (
+        proxy,
+        f"measured as a llama-architecture model of the same dimensions ({shape.arch} has no synthetic builder)",
+    )
 
 
 def _types_for(shape: ModelShape, built: ModelShape, quant: str) -> dict[str, int]:
     s = q.scheme(quant)
     if s.kind != "gguf" or s.ftype is None:
-        raise MeasureError(f"{quant} is a format for GPU engines, which kennel cannot time with llama.cpp.",
-                           hint="Measure a GGUF quantization, e.g. --quant Q4_K_M.")
+        raise MeasureError(
+            f"{quant} is a format for GPU engines, which kennel cannot time with llama.cpp.",
+            hint="Measure a GGUF quantization, e.g. --quant Q4_K_M.",
+        )
     types = q.tensor_types(built, LlamaFileType(s.ftype))
     if shape.source_kind == "gguf" and shape.file_type and q.scheme_for_file(shape.file_type) == s:
         # the file's own mix may differ from the standard one (imatrix, custom rules): copy it by name
@@ -83,8 +95,16 @@ def _types_for(shape: ModelShape, built: ModelShape, quant: str) -> dict[str, in
 
 
 def synthetic_path(home: KennelHome, shape: ModelShape, types: dict[str, int], quant: str) -> Path:
-    key = json.dumps({"arch": shape.arch, "tensors": [(t.name, t.shape) for t in shape.tensors], "types": types,
-                      "vocab": shape.n_vocab, "swa": [shape.n_swa, list(shape.swa_layers)]}, sort_keys=True)
+    key = json.dumps(
+        {
+            "arch": shape.arch,
+            "tensors": [(t.name, t.shape) for t in shape.tensors],
+            "types": types,
+            "vocab": shape.n_vocab,
+            "swa": [shape.n_swa, list(shape.swa_layers)],
+        },
+        sort_keys=True,
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return home.synthetic_dir / f"{shape.arch}-{shape.n_layer}L-{shape.n_embd}-{quant}-{digest}.gguf"
 
@@ -117,29 +137,58 @@ def measure(
     if not path.exists():
         free = shutil.disk_usage(home.ensure().root).free
         if free < sized.memory.weights + GiB // 2:
-            raise MeasureError(f"Building the {fmt_bytes(sized.memory.weights)} test model needs that much free disk in "
-                               f"{home.root}; {fmt_bytes(free)} is free.", hint="Free some space or set KENNEL_HOME elsewhere.")
+            raise MeasureError(
+                f"Building the {fmt_bytes(sized.memory.weights)} test model needs that much free disk in "
+                f"{home.root}; {fmt_bytes(free)} is free.",
+                hint="Free some space or set KENNEL_HOME elsewhere.",
+            )
         t0 = time.perf_counter()
-        write_synthetic_gguf(path, built, tensor_types=types, block_cache=home.synthetic_dir / "blocks",
-                             progress=(lambda d, t: progress("build", d, t)) if progress else None)
+        write_synthetic_gguf(
+            path,
+            built,
+            tensor_types=types,
+            block_cache=home.synthetic_dir / "blocks",
+            progress=(lambda d, t: progress("build", d, t)) if progress else None,
+        )
         build_seconds = time.perf_counter() - t0
     ngl = sized.placement.gpu_layers if can_offload else 0
     if progress:
         progress("run", 0, 1)
-    result = bench(path, built, mrun, n_gpu_layers=ngl, prompt_tokens=PROMPT_TOKENS, gen_tokens=GEN_TOKENS,
-                   threads=hw.cpu.cores)
+    result = bench(
+        path,
+        built,
+        mrun,
+        n_gpu_layers=ngl,
+        prompt_tokens=PROMPT_TOKENS,
+        gen_tokens=GEN_TOKENS,
+        threads=hw.cpu.cores,
+    )
     if progress:
         progress("run", 1, 1)
     fill = result.prompt_tokens + result.gen_tokens // 2
     est_dec = decode(sized.parts, sized.placement, plan_hw, sized.inputs, Calibration(), fill=fill).expected
-    est_pre = prefill(sized.parts, sized.placement, plan_hw, sized.inputs, Calibration(), prompt=result.prompt_tokens).expected
+    est_pre = prefill(
+        sized.parts, sized.placement, plan_hw, sized.inputs, Calibration(), prompt=result.prompt_tokens
+    ).expected
     dec_ratio = result.decode_tok_s / est_dec if est_dec else 1.0
     pre_ratio = result.prefill_tok_s / est_pre if est_pre else 1.0
     backend = calibration.backend_of(plan_hw, ngl)
-    cal = (calibration.record(home, hw, backend, quant=quant, decode_ratio=dec_ratio, prefill_ratio=pre_ratio)
-           if record else calibration.load(home, hw, backend))
+    cal = (
+        calibration.record(home, hw, backend, quant=quant, decode_ratio=dec_ratio, prefill_ratio=pre_ratio)
+        if record
+        else calibration.load(home, hw, backend)
+    )
     return MeasureResult(
-        quant=quant, path=path, proxy_note=proxy_note, build_seconds=build_seconds, bench=result, gpu_layers=ngl,
-        estimated_decode=est_dec, estimated_prefill=est_pre, decode_ratio=dec_ratio, prefill_ratio=pre_ratio,
-        calibration=cal, estimated_buffers=sized.memory.llama_buffers,
+        quant=quant,
+        path=path,
+        proxy_note=proxy_note,
+        build_seconds=build_seconds,
+        bench=result,
+        gpu_layers=ngl,
+        estimated_decode=est_dec,
+        estimated_prefill=est_pre,
+        decode_ratio=dec_ratio,
+        prefill_ratio=pre_ratio,
+        calibration=cal,
+        estimated_buffers=sized.memory.llama_buffers,
     )

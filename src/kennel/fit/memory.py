@@ -9,6 +9,7 @@ holding K only, recurrent layers holding a fixed state per sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kennel.errors import InvalidOptionError
 from kennel.fit.compute_graph import GraphParams, compute_buffer_bytes
@@ -17,16 +18,43 @@ from kennel.model.gguf_header import tensor_nbytes
 from kennel.model.shape import ModelShape, layer_of
 from kennel.units import MiB
 
-KV_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0", "f32": "F32", "bf16": "BF16", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_1": "Q4_1"}
+KV_TYPES = {
+    "f16": "F16",
+    "q8_0": "Q8_0",
+    "q4_0": "Q4_0",
+    "f32": "F32",
+    "bf16": "BF16",
+    "q5_0": "Q5_0",
+    "q5_1": "Q5_1",
+    "q4_1": "Q4_1",
+}
 CTX_PAD = 256
 MAX_CONTEXT = 1 << 24  # 16M tokens: beyond any model's training context
 # archs whose graph ``compute_graph`` rebuilds op by op; others use the llama graph as a proxy
-EXACT_GRAPH_ARCHS = {"llama", "mistral3", "granite", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma", "gemma2", "gemma3"}
+EXACT_GRAPH_ARCHS = {
+    "llama",
+    "mistral3",
+    "granite",
+    "qwen2",
+    "qwen3",
+    "qwen2moe",
+    "qwen3moe",
+    "gemma",
+    "gemma2",
+    "gemma3",
+}
 
 # Memory a backend takes beyond its buffers: CUDA context and cuBLAS workspaces (Ollama reserves
 # 457 MiB per CUDA GPU), ROCm the same order, Metal's command buffers; on the CPU, llama.cpp's
 # threads and ggml contexts.
-BACKEND_OVERHEAD = {"cuda": 450 * MiB, "rocm": 450 * MiB, "metal": 256 * MiB, "vulkan": 256 * MiB, "sycl": 450 * MiB, "cpu": 64 * MiB}
+BACKEND_OVERHEAD = {
+    "cuda": 450 * MiB,
+    "rocm": 450 * MiB,
+    "metal": 256 * MiB,
+    "vulkan": 256 * MiB,
+    "sycl": 450 * MiB,
+    "cpu": 64 * MiB,
+}
 
 
 @dataclass(frozen=True)
@@ -164,7 +192,48 @@ def compute_buffer(shape: ModelShape, run: RunConfig, *, alignment: int = 32) ->
     proxy = shape
     if shape.arch not in EXACT_GRAPH_ARCHS or shape.recurrent_layers:
         proxy = _llama_proxy(shape)
-    return compute_buffer_bytes(proxy, gp, alignment=alignment), proxy is shape
+    exact = proxy is shape
+    return compute_buffer_bytes(representative_layers(proxy), gp, alignment=alignment), exact
+
+
+def _keep_layers(shape: ModelShape, keep: list[int]) -> ModelShape:
+    def pick(t: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(t[i] for i in keep) if t else t
+
+    return replace(
+        shape,
+        n_layer=len(keep),
+        n_head=pick(shape.n_head),
+        n_head_kv=pick(shape.n_head_kv),
+        n_ff=pick(shape.n_ff),
+        swa_layers=pick(shape.swa_layers),
+        recurrent_layers=pick(shape.recurrent_layers),
+        tensors=(),
+    )
+
+
+def _layer_signature(shape: ModelShape, il: int) -> tuple[object, ...]:
+    return (shape.is_swa(il), shape.n_ff[il], shape.n_head[il], shape.n_head_kv[il], shape.is_recurrent(il))
+
+
+def representative_layers(shape: ModelShape) -> ModelShape:
+    """The same model with only enough layers to reach the allocator's peak.
+
+    Every repeating layer leaves the allocator in the state it found it, so the peak of an
+    80-layer graph is reached within the first few periods of its layer pattern (sliding/global,
+    dense/MoE) or in the last layer, which also gathers the output rows. Replaying a few periods
+    plus the last layer gives the same figure in a fraction of the time; irregular layer
+    sequences are replayed whole.
+    """
+    sig = [_layer_signature(shape, il) for il in range(shape.n_layer)]
+    for period in range(1, 9):
+        for lead in range(0, 9):
+            if all(sig[i] == sig[i - period] for i in range(lead + period, len(sig))):
+                keep_n = lead + 3 * period + 1
+                if keep_n + 1 >= shape.n_layer:
+                    return shape
+                return _keep_layers(shape, [*range(keep_n), shape.n_layer - 1])
+    return shape
 
 
 def _llama_proxy(shape: ModelShape) -> ModelShape:
@@ -214,7 +283,9 @@ def layer_weights(shape: ModelShape, types: dict[str, int] | None = None) -> Lay
         else:
             inp += nbytes
     # A tied model's output layer reads the token embedding; offloaded, it needs its own copy.
-    return LayerWeights(input=inp, layers=tuple(layers), layer_experts=tuple(experts), output=out + tied, _tied_copy=tied)
+    return LayerWeights(
+        input=inp, layers=tuple(layers), layer_experts=tuple(experts), output=out + tied, _tied_copy=tied
+    )
 
 
 @dataclass(frozen=True)

@@ -76,19 +76,24 @@ def _budgets(hw: HardwareProfile) -> tuple[list[int], int]:
 
 
 def _split(n: int, weights: list[int]) -> list[int]:
-    """llama.cpp's default tensor split: layers in proportion to each GPU's free memory."""
+    """llama.cpp's default tensor split: offloaded layer i goes to the first GPU whose cumulative
+    share of free memory exceeds i/n (llama_model::load_tensors, std::upper_bound)."""
     total = sum(weights) or 1
-    cum, out, prev = 0.0, [], 0
+    points, cum = [], 0.0
     for w in weights:
-        cum += w / total
-        upto = round(cum * n)
-        out.append(upto - prev)
-        prev = upto
-    out[-1] += n - sum(out)
+        cum += w
+        points.append(cum / total)
+    out = [0] * len(weights)
+    for i in range(n):
+        x = i / n
+        g = next((k for k, p in enumerate(points) if p > x), len(points) - 1)
+        out[g] += 1
     return out
 
 
-def _layout(parts: ModelParts, ngl: int, n_gpus: int, weights: list[int], experts_cpu: int) -> tuple[list[int], int, list[int]]:
+def _layout(
+    parts: ModelParts, ngl: int, n_gpus: int, weights: list[int], experts_cpu: int
+) -> tuple[list[int], int, list[int]]:
     """Bytes per GPU, bytes on the CPU, and layers per GPU, for ``ngl`` offloaded layers."""
     n = parts.n_layer
     start = n + 1 - ngl  # first offloaded index; index n is the output layer
@@ -116,7 +121,9 @@ def _layout(parts: ModelParts, ngl: int, n_gpus: int, weights: list[int], expert
     return gpu, cpu, per_gpu
 
 
-def _devices(hw: HardwareProfile, gpu: list[int], cpu: int, gpu_budgets: list[int], ram: int) -> tuple[DeviceUse, ...]:
+def _devices(
+    hw: HardwareProfile, gpu: list[int], cpu: int, gpu_budgets: list[int], ram: int
+) -> tuple[DeviceUse, ...]:
     out = [DeviceUse(f"GPU{i} {g.name}", gpu[i], gpu_budgets[i]) for i, g in enumerate(hw.gpus)]
     if hw.unified_memory:
         # one pool: the CPU part and the GPU part come out of the same RAM
@@ -131,7 +138,7 @@ def plan(parts: ModelParts, hw: HardwareProfile, *, gpu_offload: bool = True) ->
     gpu_budgets, ram = _budgets(hw)
     n_total = parts.n_layer + 1
     gpus = list(hw.gpus) if gpu_offload else []
-    weights = gpu_budgets[: len(gpus)]
+    weights = [g.usable_memory for g in gpus]  # llama.cpp splits by each device's free memory
     best: Placement | None = None
     for ngl in range(n_total if gpus else 0, -1, -1):
         gpu, cpu, split = _layout(parts, ngl, len(gpus), weights, 0)
@@ -151,7 +158,12 @@ def plan(parts: ModelParts, hw: HardwareProfile, *, gpu_offload: bool = True) ->
 
 
 def _plan_experts(
-    parts: ModelParts, hw: HardwareProfile, gpus: list[GpuInfo], weights: list[int], gpu_budgets: list[int], ram: int
+    parts: ModelParts,
+    hw: HardwareProfile,
+    gpus: list[GpuInfo],
+    weights: list[int],
+    gpu_budgets: list[int],
+    ram: int,
 ) -> Placement | None:
     """All layers on the GPU but the experts of the first m layers in RAM (llama.cpp --n-cpu-moe)."""
     n_total = parts.n_layer + 1
@@ -159,6 +171,13 @@ def _plan_experts(
         gpu, cpu, split = _layout(parts, n_total, len(gpus), weights, m)
         devs = _devices(hw, gpu + [0] * (len(hw.gpus) - len(gpus)), cpu, gpu_budgets, ram)
         if all(d.fits for d in devs):
-            return Placement("partial", n_total, n_total, devs, experts_on_cpu=m, gpu_split=tuple(split),
-                             note=f"experts of {m} of {parts.n_layer} layers in RAM, attention on the GPU")
+            return Placement(
+                "partial",
+                n_total,
+                n_total,
+                devs,
+                experts_on_cpu=m,
+                gpu_split=tuple(split),
+                note=f"experts of {m} of {parts.n_layer} layers in RAM, attention on the GPU",
+            )
     return None

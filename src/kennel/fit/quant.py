@@ -41,8 +41,8 @@ GGUF_SCHEMES: tuple[QuantScheme, ...] = (
     QuantScheme("Q3_K_S", "gguf", 3.5, FT.MOSTLY_Q3_K_S),
     QuantScheme("IQ3_M", "gguf", 3.66, FT.MOSTLY_IQ3_M),
     QuantScheme("Q3_K_M", "gguf", 3.91, FT.MOSTLY_Q3_K_M),
-    QuantScheme("Q3_K_L", "gguf", 4.27, FT.MOSTLY_Q3_K_L),
     QuantScheme("IQ4_XS", "gguf", 4.25, FT.MOSTLY_IQ4_XS),
+    QuantScheme("Q3_K_L", "gguf", 4.27, FT.MOSTLY_Q3_K_L),
     QuantScheme("Q4_0", "gguf", 4.5, FT.MOSTLY_Q4_0),
     QuantScheme("Q4_K_S", "gguf", 4.58, FT.MOSTLY_Q4_K_S),
     QuantScheme("Q4_K_M", "gguf", 4.85, FT.MOSTLY_Q4_K_M),
@@ -66,12 +66,19 @@ ENGINE_SCHEMES: tuple[QuantScheme, ...] = (
 )
 
 ALL_SCHEMES = {s.name: s for s in (*GGUF_SCHEMES, *ENGINE_SCHEMES)}
-_ALIASES = {"FP16": "F16", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q3_K": "Q3_K_M", "AWQ": "AWQ-INT4", "GPTQ": "GPTQ-INT4"}
+_ALIASES = {
+    "FP16": "F16",
+    "Q4_K": "Q4_K_M",
+    "Q5_K": "Q5_K_M",
+    "Q3_K": "Q3_K_M",
+    "AWQ": "AWQ-INT4",
+    "GPTQ": "GPTQ-INT4",
+}
 
 
 def scheme(name: str) -> QuantScheme:
     key = name.strip().upper().replace("-", "_")
-    key = _ALIASES.get(key, key)
+    key = _ALIASES.get(key, key).replace("-", "_")
     for s in ALL_SCHEMES.values():
         if s.name.replace("-", "_") == key:
             return s
@@ -84,21 +91,50 @@ def scheme(name: str) -> QuantScheme:
 def default_type(ftype: FT) -> T:
     """llama_ftype_get_default_type."""
     table = {
-        FT.MOSTLY_Q4_0: T.Q4_0, FT.MOSTLY_Q4_1: T.Q4_1, FT.MOSTLY_Q5_0: T.Q5_0, FT.MOSTLY_Q5_1: T.Q5_1,
-        FT.MOSTLY_Q8_0: T.Q8_0, FT.MOSTLY_F16: T.F16, FT.MOSTLY_BF16: T.BF16, FT.ALL_F32: T.F32,
-        FT.MOSTLY_MXFP4_MOE: T.MXFP4, FT.MOSTLY_Q2_K_S: T.Q2_K, FT.MOSTLY_Q2_K: T.Q2_K,
-        FT.MOSTLY_IQ3_XS: T.IQ3_S, FT.MOSTLY_Q3_K_S: T.Q3_K, FT.MOSTLY_Q3_K_M: T.Q3_K,
-        FT.MOSTLY_Q3_K_L: T.Q3_K, FT.MOSTLY_Q4_K_S: T.Q4_K, FT.MOSTLY_Q4_K_M: T.Q4_K,
-        FT.MOSTLY_Q5_K_S: T.Q5_K, FT.MOSTLY_Q5_K_M: T.Q5_K, FT.MOSTLY_Q6_K: T.Q6_K,
-        FT.MOSTLY_IQ2_XXS: T.IQ2_XXS, FT.MOSTLY_IQ2_XS: T.IQ2_XS, FT.MOSTLY_IQ2_S: T.IQ2_XS,
-        FT.MOSTLY_IQ2_M: T.IQ2_S, FT.MOSTLY_IQ3_XXS: T.IQ3_XXS, FT.MOSTLY_IQ1_S: T.IQ1_S,
-        FT.MOSTLY_IQ1_M: T.IQ1_M, FT.MOSTLY_IQ4_NL: T.IQ4_NL, FT.MOSTLY_IQ4_XS: T.IQ4_XS,
-        FT.MOSTLY_IQ3_S: T.IQ3_S, FT.MOSTLY_IQ3_M: T.IQ3_S,
+        FT.MOSTLY_Q4_0: T.Q4_0,
+        FT.MOSTLY_Q4_1: T.Q4_1,
+        FT.MOSTLY_Q5_0: T.Q5_0,
+        FT.MOSTLY_Q5_1: T.Q5_1,
+        FT.MOSTLY_Q8_0: T.Q8_0,
+        FT.MOSTLY_F16: T.F16,
+        FT.MOSTLY_BF16: T.BF16,
+        FT.ALL_F32: T.F32,
+        FT.MOSTLY_MXFP4_MOE: T.MXFP4,
+        FT.MOSTLY_Q2_K_S: T.Q2_K,
+        FT.MOSTLY_Q2_K: T.Q2_K,
+        FT.MOSTLY_IQ3_XS: T.IQ3_S,
+        FT.MOSTLY_Q3_K_S: T.Q3_K,
+        FT.MOSTLY_Q3_K_M: T.Q3_K,
+        FT.MOSTLY_Q3_K_L: T.Q3_K,
+        FT.MOSTLY_Q4_K_S: T.Q4_K,
+        FT.MOSTLY_Q4_K_M: T.Q4_K,
+        FT.MOSTLY_Q5_K_S: T.Q5_K,
+        FT.MOSTLY_Q5_K_M: T.Q5_K,
+        FT.MOSTLY_Q6_K: T.Q6_K,
+        FT.MOSTLY_IQ2_XXS: T.IQ2_XXS,
+        FT.MOSTLY_IQ2_XS: T.IQ2_XS,
+        FT.MOSTLY_IQ2_S: T.IQ2_XS,
+        FT.MOSTLY_IQ2_M: T.IQ2_S,
+        FT.MOSTLY_IQ3_XXS: T.IQ3_XXS,
+        FT.MOSTLY_IQ1_S: T.IQ1_S,
+        FT.MOSTLY_IQ1_M: T.IQ1_M,
+        FT.MOSTLY_IQ4_NL: T.IQ4_NL,
+        FT.MOSTLY_IQ4_XS: T.IQ4_XS,
+        FT.MOSTLY_IQ3_S: T.IQ3_S,
+        FT.MOSTLY_IQ3_M: T.IQ3_S,
     }
     return table[ftype]
 
 
-_NOT_QUANTIZED = ("_norm.weight", "ffn_gate_inp.weight", "ssm_conv1d", "attn_rel_b.weight", "altup", "laurel", "per_layer_model_proj")
+_NOT_QUANTIZED = (
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ssm_conv1d",
+    "attn_rel_b.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+)
 _QUANTIZED = {t for t, (block, _) in GGML_QUANT_SIZES.items() if block > 1}
 
 
@@ -126,9 +162,15 @@ def _category(name: str) -> str:
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
         return "token_embd"
     for key, cat in (
-        ("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"), ("attn_v.weight", "attn_v"),
-        ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
-        ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down"),
+        ("attn_qkv.weight", "attn_qkv"),
+        ("attn_kv_b.weight", "attn_kv_b"),
+        ("attn_v.weight", "attn_v"),
+        ("attn_k.weight", "attn_k"),
+        ("attn_q.weight", "attn_q"),
+        ("attn_output.weight", "attn_output"),
+        ("ffn_up", "ffn_up"),
+        ("ffn_gate", "ffn_gate"),
+        ("ffn_down", "ffn_down"),
     ):
         if key in name:
             return cat
@@ -187,9 +229,16 @@ class _State:
         return s.n_layer == 80 and s.arch in ("llama", "qwen2") and s.n_head[0] != s.n_head_kv[0]
 
 
-def _impl(st: _State, new: T, t: TensorInfo, cat: str) -> T:  # noqa: C901 - mirrors llama.cpp's one function
+def _impl(st: _State, new: T, t: TensorInfo, cat: str) -> T:
     f, arch, n_layer = st.ftype, st.shape.arch, st.shape.n_layer
-    iq_low = {FT.MOSTLY_IQ2_XXS, FT.MOSTLY_IQ2_XS, FT.MOSTLY_IQ1_S, FT.MOSTLY_IQ2_S, FT.MOSTLY_IQ2_M, FT.MOSTLY_IQ1_M}
+    iq_low = {
+        FT.MOSTLY_IQ2_XXS,
+        FT.MOSTLY_IQ2_XS,
+        FT.MOSTLY_IQ1_S,
+        FT.MOSTLY_IQ2_S,
+        FT.MOSTLY_IQ2_M,
+        FT.MOSTLY_IQ1_M,
+    }
 
     def layer(counter: int) -> tuple[int, int]:
         return (layer_of(t.name), n_layer) if st.n_expert > 1 else (counter, n_layer)
@@ -197,7 +246,15 @@ def _impl(st: _State, new: T, t: TensorInfo, cat: str) -> T:  # noqa: C901 - mir
     if cat == "output" or (st.tied and cat == "token_embd"):
         if f == FT.MOSTLY_MXFP4_MOE or t.shape[0] % GGML_QUANT_SIZES[new][0]:
             return T.Q8_0
-        if f in {FT.MOSTLY_IQ2_XXS, FT.MOSTLY_IQ2_XS, FT.MOSTLY_IQ3_XXS, FT.MOSTLY_IQ1_S, FT.MOSTLY_IQ2_S, FT.MOSTLY_IQ2_M, FT.MOSTLY_IQ1_M}:
+        if f in {
+            FT.MOSTLY_IQ2_XXS,
+            FT.MOSTLY_IQ2_XS,
+            FT.MOSTLY_IQ3_XXS,
+            FT.MOSTLY_IQ1_S,
+            FT.MOSTLY_IQ2_S,
+            FT.MOSTLY_IQ2_M,
+            FT.MOSTLY_IQ1_M,
+        }:
             return T.Q5_K
         return new if new == T.Q8_0 else T.Q6_K
     if f == FT.MOSTLY_MXFP4_MOE:
@@ -257,11 +314,27 @@ def _impl(st: _State, new: T, t: TensorInfo, cat: str) -> T:  # noqa: C901 - mir
         if arch == "falcon":
             return T.Q4_K if f == FT.MOSTLY_Q3_K_L else new
         if st.n_expert == 8:
-            eight = {FT.MOSTLY_Q2_K, FT.MOSTLY_IQ3_XS, FT.MOSTLY_IQ3_XXS, FT.MOSTLY_Q3_K_S, FT.MOSTLY_Q3_K_M,
-                     FT.MOSTLY_IQ4_NL, FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M, FT.MOSTLY_IQ3_S, FT.MOSTLY_IQ3_M, FT.MOSTLY_IQ4_XS}
+            eight = {
+                FT.MOSTLY_Q2_K,
+                FT.MOSTLY_IQ3_XS,
+                FT.MOSTLY_IQ3_XXS,
+                FT.MOSTLY_Q3_K_S,
+                FT.MOSTLY_Q3_K_M,
+                FT.MOSTLY_IQ4_NL,
+                FT.MOSTLY_Q4_K_S,
+                FT.MOSTLY_Q4_K_M,
+                FT.MOSTLY_IQ3_S,
+                FT.MOSTLY_IQ3_M,
+                FT.MOSTLY_IQ4_XS,
+            }
             return T.Q5_K if f in eight else new
-        return {FT.MOSTLY_Q2_K: T.Q3_K, FT.MOSTLY_IQ3_XXS: T.IQ3_S, FT.MOSTLY_Q3_K_M: T.Q4_K,
-                FT.MOSTLY_Q3_K_L: T.Q5_K, FT.MOSTLY_IQ3_M: T.Q4_K}.get(f, new)
+        return {
+            FT.MOSTLY_Q2_K: T.Q3_K,
+            FT.MOSTLY_IQ3_XXS: T.IQ3_S,
+            FT.MOSTLY_Q3_K_M: T.Q4_K,
+            FT.MOSTLY_Q3_K_L: T.Q5_K,
+            FT.MOSTLY_IQ3_M: T.Q4_K,
+        }.get(f, new)
     if cat in ("ffn_gate", "ffn_up"):
         counter = st.i_ffn_gate if cat == "ffn_gate" else st.i_ffn_up
         i, n = layer(counter)
@@ -282,15 +355,11 @@ def _attn_v(st: _State, new: T, f: FT) -> T:
         new = T.Q4_K
     elif f == FT.MOSTLY_IQ3_XXS:
         new = T.Q4_K if gqa4 else (T.IQ3_S if not st.has_imatrix else T.IQ3_XXS)
-    elif f in (FT.MOSTLY_IQ3_XS, FT.MOSTLY_IQ3_S) and gqa4:
-        new = T.Q4_K
-    elif f == FT.MOSTLY_IQ3_M:
+    elif (f in (FT.MOSTLY_IQ3_XS, FT.MOSTLY_IQ3_S) and gqa4) or f == FT.MOSTLY_IQ3_M:
         new = T.Q4_K
     elif f == FT.MOSTLY_Q3_K_M:
         new = T.Q5_K if st.i_attention_wv < 2 else T.Q4_K
-    elif f == FT.MOSTLY_Q3_K_L:
-        new = T.Q5_K
-    elif f in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS) and gqa4:
+    elif f == FT.MOSTLY_Q3_K_L or (f in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS) and gqa4):
         new = T.Q5_K
     elif f in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and _more_bits(st.i_attention_wv, st.n_attention_wv):
         new = T.Q6_K

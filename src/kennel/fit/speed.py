@@ -16,12 +16,21 @@ from kennel.fit.placement import ModelParts, Placement
 from kennel.hardware.profile import CpuInfo, HardwareProfile
 
 # fraction of peak bandwidth llama.cpp's decode kernels reach, and per-layer launch cost (s)
-GPU_DECODE = {"cuda": (0.65, 30e-6), "rocm": (0.5, 40e-6), "metal": (0.7, 40e-6), "vulkan": (0.5, 50e-6), "sycl": (0.45, 50e-6)}
+GPU_DECODE = {
+    "cuda": (0.65, 30e-6),
+    "rocm": (0.5, 40e-6),
+    "metal": (0.7, 40e-6),
+    "vulkan": (0.5, 50e-6),
+    "sycl": (0.45, 50e-6),
+}
 # fraction of FP16 tensor throughput llama.cpp's prompt processing reaches
 GPU_PREFILL = {"cuda": 0.5, "rocm": 0.35, "metal": 0.6, "vulkan": 0.3, "sycl": 0.3}
-CPU_DECODE_EFF = 0.6  # of measured copy bandwidth, when enough cores are working
-CPU_PER_CORE_GBS = {512: 5.0, 256: 4.0, 128: 3.0}  # dequantize-and-dot throughput per core
-CPU_PREFILL_EFF = 0.5  # of FP32 FMA peak
+# Measured with benchmarks/fit_vs_measured.py (2-core AVX-512 EPYC, 28 GB/s copy bandwidth):
+# decode streamed weights at 17-19 GB/s, i.e. ~0.65 of the copy figure and ~9 GB/s per core with
+# llama.cpp's repacked int8 kernels; an AVX2 laptop core manages about half that.
+CPU_DECODE_EFF = 0.65  # of measured copy bandwidth, when enough cores are working
+CPU_PER_CORE_GBS = {512: 9.0, 256: 4.5, 128: 4.0}  # dequantize-and-dot throughput per core
+CPU_PREFILL_EFF = 0.7  # of FP32 FMA peak (int8 dot products beat FP32 FMA)
 CPU_LAYER_COST = 4e-6
 PCIE_GBS = 25.0  # PCIe 4.0 x16 in practice
 DEFAULT_RAM_GBS = 40.0
@@ -73,7 +82,9 @@ def cpu_bandwidth(hw: HardwareProfile) -> float:
     return min(ram, cores) * 1e9
 
 
-def _read_bytes(parts: ModelParts, idx: int, inputs: SpeedInputs, experts_cpu: bool, fill: int) -> tuple[float, float]:
+def _read_bytes(
+    parts: ModelParts, idx: int, inputs: SpeedInputs, experts_cpu: bool, fill: int
+) -> tuple[float, float]:
     """Bytes one layer reads per token: (on its device, moved to CPU because experts are in RAM)."""
     experts = parts.layer_experts[idx] * inputs.expert_fraction
     dense = parts.layer_weights[idx] - parts.layer_experts[idx]
@@ -84,7 +95,13 @@ def _read_bytes(parts: ModelParts, idx: int, inputs: SpeedInputs, experts_cpu: b
 
 
 def decode(
-    parts: ModelParts, place: Placement, hw: HardwareProfile, inputs: SpeedInputs, cal: Calibration, *, fill: int = DECODE_CONTEXT
+    parts: ModelParts,
+    place: Placement,
+    hw: HardwareProfile,
+    inputs: SpeedInputs,
+    cal: Calibration,
+    *,
+    fill: int = DECODE_CONTEXT,
 ) -> Range:
     n = parts.n_layer
     start = n + 1 - place.gpu_layers
@@ -114,7 +131,13 @@ def decode(
 
 
 def prefill(
-    parts: ModelParts, place: Placement, hw: HardwareProfile, inputs: SpeedInputs, cal: Calibration, *, prompt: int = PREFILL_TOKENS
+    parts: ModelParts,
+    place: Placement,
+    hw: HardwareProfile,
+    inputs: SpeedInputs,
+    cal: Calibration,
+    *,
+    prompt: int = PREFILL_TOKENS,
 ) -> Range:
     n = parts.n_layer
     flops_per_token = 2.0 * inputs.active_params + 4.0 * inputs.n_layer * inputs.attn_dim * prompt / 2

@@ -29,7 +29,9 @@ class BandwidthResult:
     seconds: float
 
 
-def measure_bandwidth(*, threads: int, buffer_bytes: int = BUFFER_BYTES, repeats: int = REPEATS) -> BandwidthResult:
+def measure_bandwidth(
+    *, threads: int, buffer_bytes: int = BUFFER_BYTES, repeats: int = REPEATS
+) -> BandwidthResult:
     """Best-of-``repeats`` aggregate copy bandwidth in GB/s (10^9 bytes)."""
     threads = max(1, min(threads, 16))
     per = max(buffer_bytes // threads // 8, 1 << 16)
@@ -62,7 +64,9 @@ def _machine_key(cpu: CpuInfo, total_ram: int) -> str:
     return f"{cpu.model}|{cpu.threads}|{total_ram // 2**30}"
 
 
-def cached_bandwidth(cache: Path, cpu: CpuInfo, total_ram: int, *, remeasure: bool = False) -> BandwidthResult:
+def cached_bandwidth(
+    cache: Path, cpu: CpuInfo, total_ram: int, *, remeasure: bool = False
+) -> BandwidthResult:
     """The measured bandwidth for this machine, measuring once and keeping it in ``cache``."""
     key = _machine_key(cpu, total_ram)
     data = read_section(cache, "bandwidth")
@@ -75,4 +79,3 @@ def cached_bandwidth(cache: Path, cpu: CpuInfo, total_ram: int, *, remeasure: bo
     data[key] = {"gbs": round(result.gbs, 2), "threads": result.threads, "measured_at": time.time()}
     write_section(cache, "bandwidth", data)
     return result
-

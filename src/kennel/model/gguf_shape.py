@@ -30,7 +30,17 @@ SWA_PATTERNS: dict[str, tuple[int, bool]] = {
     "smallthinker": (4, True),
 }
 RECURRENT_ARCHS = {"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"}
-NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert", "eurobert", "gemma-embedding"}
+NON_CAUSAL_ARCHS = {
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "modern-bert",
+    "neo-bert",
+    "eurobert",
+    "gemma-embedding",
+}
 
 
 def _per_layer(value: Any, n_layer: int, default: int = 0) -> tuple[int, ...]:
@@ -138,7 +148,9 @@ def shape_from_gguf(header: GGUFHeader, *, name: str | None = None) -> ModelShap
     n_layer = int(md[f"{arch}.block_count"])
     n_embd = int(md[f"{arch}.embedding_length"])
     n_head = _per_layer(md.get(f"{arch}.attention.head_count"), n_layer)
-    n_head_kv = _per_layer(md.get(f"{arch}.attention.head_count_kv", md.get(f"{arch}.attention.head_count")), n_layer)
+    n_head_kv = _per_layer(
+        md.get(f"{arch}.attention.head_count_kv", md.get(f"{arch}.attention.head_count")), n_layer
+    )
     first_heads = next((h for h in n_head if h), 1)
     head_k = int(md.get(f"{arch}.attention.key_length", n_embd // first_heads))
     head_v = int(md.get(f"{arch}.attention.value_length", head_k))

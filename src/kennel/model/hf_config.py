@@ -62,7 +62,8 @@ def shape_from_config(cfg: dict[str, Any], *, name: str) -> ModelShape:
         raise UnsupportedModelError(
             f"kennel cannot size architecture {model_type or 'unknown'!r} from its config.json.",
             hint="Give a GGUF file of the model instead (kennel reads its header), or one of: "
-            + ", ".join(sorted(MODEL_TYPES)) + ".",
+            + ", ".join(sorted(MODEL_TYPES))
+            + ".",
         )
     try:
         return _shape(cfg, arch, model_type, name)
@@ -106,7 +107,9 @@ def _shape(cfg: dict[str, Any], arch: str, model_type: str, name: str) -> ModelS
         n_layer=n_layer,
         n_embd=n_embd,
         n_vocab=int(cfg["vocab_size"]),
-        n_ctx_train=int(_get(cfg, "max_position_embeddings", "max_sequence_length", "seq_length", default=0) or 0),
+        n_ctx_train=int(
+            _get(cfg, "max_position_embeddings", "max_sequence_length", "seq_length", default=0) or 0
+        ),
         n_head=(n_head,) * n_layer,
         n_head_kv=(n_head_kv,) * n_layer,
         head_dim_k=head_k,

@@ -94,7 +94,11 @@ def _attention(s: ModelShape, lay: ArchLayout, il: int) -> list[TensorInfo]:
     if lay.fused_qkv:
         out.append(_mat(p + "attn_qkv.weight", e, n_q + n_k + n_v))
     else:
-        out += [_mat(p + "attn_q.weight", e, n_q), _mat(p + "attn_k.weight", e, n_k), _mat(p + "attn_v.weight", e, n_v)]
+        out += [
+            _mat(p + "attn_q.weight", e, n_q),
+            _mat(p + "attn_k.weight", e, n_k),
+            _mat(p + "attn_v.weight", e, n_v),
+        ]
     if lay.qkv_bias:
         out += [_vec(p + "attn_q.bias", n_q), _vec(p + "attn_k.bias", n_k), _vec(p + "attn_v.bias", n_v)]
     if lay.qk_norm:

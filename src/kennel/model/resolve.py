@@ -22,11 +22,11 @@ from typing import Literal
 import httpx
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import build_hf_headers
+from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # public, not in __all__
 
 from kennel.catalog import entries as catalog
 from kennel.errors import ModelNotFoundError, ModelSourceError, RemoteError
-from kennel.model.gguf_header import GGUFHeader, read_header
+from kennel.model.gguf_header import GGUFHeader, TensorInfo, read_header
 from kennel.model.gguf_shape import shape_from_gguf
 from kennel.model.hf_config import shape_from_config
 from kennel.model.shape import ModelShape
@@ -59,7 +59,9 @@ def _token() -> str | None:
 def resolve(ref: str, *, file: str | None = None, revision: str | None = None) -> ResolvedModel:
     ref = ref.strip()
     if not ref:
-        raise ModelSourceError("No model given.", hint="Give a .gguf path, an https URL, a Hugging Face repo or a catalog name.")
+        raise ModelSourceError(
+            "No model given.", hint="Give a .gguf path, an https URL, a Hugging Face repo or a catalog name."
+        )
     if ref.startswith(("https://", "http://")) and not _is_hub_page(ref):
         return _from_url(ref)
     path = Path(ref).expanduser()
@@ -90,8 +92,13 @@ def _parse_hub_ref(ref: str) -> tuple[str | None, str | None]:
 def _from_file(path: Path) -> ResolvedModel:
     header = read_header(FileSource(path))
     header = _with_splits_local(path, header)
-    return ResolvedModel(ref=str(path), shape=shape_from_gguf(header, name=_name(path.name, header)),
-                         kind="gguf-file", file_name=path.name, file_size=path.stat().st_size)
+    return ResolvedModel(
+        ref=str(path),
+        shape=shape_from_gguf(header, name=_name(path.name, header)),
+        kind="gguf-file",
+        file_name=path.name,
+        file_size=path.stat().st_size,
+    )
 
 
 def _name(file_name: str, header: GGUFHeader) -> str:
@@ -107,7 +114,15 @@ def _with_splits_local(path: Path, header: GGUFHeader) -> GGUFHeader:
     for i in range(2, count + 1):
         part = path.with_name(_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", path.name))
         tensors.extend(read_header(FileSource(part)).tensors)
-    return GGUFHeader(header.version, header.metadata, tuple(tensors), header.data_offset, header.header_bytes, None, header.source)
+    return GGUFHeader(
+        header.version,
+        header.metadata,
+        tuple(tensors),
+        header.data_offset,
+        header.header_bytes,
+        None,
+        header.source,
+    )
 
 
 def _from_url(url: str) -> ResolvedModel:
@@ -115,21 +130,35 @@ def _from_url(url: str) -> ResolvedModel:
         header = read_header(src)
         size = src.total_size()
     name = url.rsplit("/", 1)[-1].split("?")[0]
-    return ResolvedModel(ref=url, shape=shape_from_gguf(header, name=_name(name, header)), kind="gguf-url",
-                         file_name=name, file_size=size)
+    return ResolvedModel(
+        ref=url,
+        shape=shape_from_gguf(header, name=_name(name, header)),
+        kind="gguf-url",
+        file_name=name,
+        file_size=size,
+    )
 
 
 def _hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     try:
         return fn(*args, **kwargs)
     except hf_errors.GatedRepoError as exc:
-        raise RemoteError(f"{what} is gated.", hint="Accept its licence on the model page and set HF_TOKEN.") from exc
-    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError, hf_errors.EntryNotFoundError) as exc:
-        raise ModelNotFoundError(f"{what} was not found on the hub.",
-                                 hint="Check the spelling; private repos need HF_TOKEN.") from exc
+        raise RemoteError(
+            f"{what} is gated.", hint="Accept its licence on the model page and set HF_TOKEN."
+        ) from exc
+    except (
+        hf_errors.RepositoryNotFoundError,
+        hf_errors.RevisionNotFoundError,
+        hf_errors.EntryNotFoundError,
+    ) as exc:
+        raise ModelNotFoundError(
+            f"{what} was not found on the hub.", hint="Check the spelling; private repos need HF_TOKEN."
+        ) from exc
     except (hf_errors.HfHubHTTPError, httpx.HTTPError, OSError) as exc:
-        raise RemoteError(f"Could not reach the hub for {what}: {exc}.",
-                          hint="Check the network or HF_ENDPOINT; kennel fit also takes local files.") from exc
+        raise RemoteError(
+            f"Could not reach the hub for {what}: {exc}.",
+            hint="Check the network or HF_ENDPOINT; kennel fit also takes local files.",
+        ) from exc
 
 
 def _from_hub(repo: str, *, quant: str | None, file: str | None, revision: str | None) -> ResolvedModel:
@@ -143,17 +172,23 @@ def _from_hub(repo: str, *, quant: str | None, file: str | None, revision: str |
     if "config.json" in files:
         cfg = _fetch_json(repo, "config.json", revision)
         return ResolvedModel(ref=repo, shape=shape_from_config(cfg, name=repo), kind="hf-config")
-    raise ModelSourceError(f"{repo} has neither GGUF files nor a config.json.",
-                           hint="kennel sizes GGUF files and transformers models; check the repo id.")
+    raise ModelSourceError(
+        f"{repo} has neither GGUF files nor a config.json.",
+        hint="kennel sizes GGUF files and transformers models; check the repo id.",
+    )
 
 
 def _choose_gguf(repo: str, ggufs: dict[str, int], *, quant: str | None, file: str | None) -> str:
     if not ggufs:
-        raise ModelNotFoundError(f"{repo} has no GGUF files.", hint="Drop the :QUANT to size it from its config.json.")
+        raise ModelNotFoundError(
+            f"{repo} has no GGUF files.", hint="Drop the :QUANT to size it from its config.json."
+        )
     first_parts = sorted(n for n in ggufs if not _SPLIT.search(n) or _SPLIT.search(n).group(1) == "00001")  # type: ignore[union-attr]
     if file:
         if file not in ggufs:
-            raise ModelNotFoundError(f"{repo} has no file {file!r}.", hint="Files: " + ", ".join(first_parts[:12]))
+            raise ModelNotFoundError(
+                f"{repo} has no file {file!r}.", hint="Files: " + ", ".join(first_parts[:12])
+            )
         return file
     wanted = [quant] if quant else list(DEFAULT_QUANT_PREFERENCE)
     for q in wanted:
@@ -162,7 +197,9 @@ def _choose_gguf(repo: str, ggufs: dict[str, int], *, quant: str | None, file: s
         if hits:
             return min(hits, key=len)
     if quant:
-        raise ModelNotFoundError(f"{repo} has no {quant} GGUF file.", hint="Files: " + ", ".join(first_parts[:12]))
+        raise ModelNotFoundError(
+            f"{repo} has no {quant} GGUF file.", hint="Files: " + ", ".join(first_parts[:12])
+        )
     return first_parts[0]
 
 
@@ -173,7 +210,7 @@ def _hub_gguf(repo: str, chosen: str, ggufs: dict[str, int], revision: str | Non
     if m:
         count = int(m.group(2))
         names = [_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", chosen) for i in range(1, count + 1)]
-    tensors: list = []
+    tensors: list[TensorInfo] = []
     first: GGUFHeader | None = None
     with httpx.Client(follow_redirects=True, timeout=30.0) as client:
         for n in names:
@@ -182,10 +219,24 @@ def _hub_gguf(repo: str, chosen: str, ggufs: dict[str, int], revision: str | Non
             first = first or header
             tensors.extend(header.tensors)
     assert first is not None
-    merged = GGUFHeader(first.version, first.metadata, tuple(tensors), first.data_offset, first.header_bytes, None, first.source)
+    merged = GGUFHeader(
+        first.version,
+        first.metadata,
+        tuple(tensors),
+        first.data_offset,
+        first.header_bytes,
+        None,
+        first.source,
+    )
     size = sum(ggufs.get(n, 0) for n in names) or None
-    return ResolvedModel(ref=f"hf.co/{repo}", shape=shape_from_gguf(merged, name=_name(chosen, first)), kind="gguf-hub",
-                         file_name=chosen, file_size=size, repo_files=tuple(sorted(ggufs.items())))
+    return ResolvedModel(
+        ref=f"hf.co/{repo}",
+        shape=shape_from_gguf(merged, name=_name(chosen, first)),
+        kind="gguf-hub",
+        file_name=chosen,
+        file_size=size,
+        repo_files=tuple(sorted(ggufs.items())),
+    )
 
 
 def _fetch_json(repo: str, name: str, revision: str | None) -> dict:  # type: ignore[type-arg]
@@ -194,12 +245,16 @@ def _fetch_json(repo: str, name: str, revision: str | None) -> dict:  # type: ig
         with httpx.Client(follow_redirects=True, timeout=30.0) as client:
             r = client.get(url, headers=build_hf_headers(token=_token()))
     except httpx.HTTPError as exc:
-        raise RemoteError(f"Could not fetch {name} of {repo}: {exc}.", hint="Check the network or HF_ENDPOINT.") from exc
+        raise RemoteError(
+            f"Could not fetch {name} of {repo}: {exc}.", hint="Check the network or HF_ENDPOINT."
+        ) from exc
     if r.status_code == 404:
         raise ModelNotFoundError(f"{repo} has no {name}.")
     if r.status_code >= 400:
-        raise RemoteError(f"Fetching {name} of {repo} answered HTTP {r.status_code}.",
-                          hint="Gated models need HF_TOKEN and an accepted licence.")
+        raise RemoteError(
+            f"Fetching {name} of {repo} answered HTTP {r.status_code}.",
+            hint="Gated models need HF_TOKEN and an accepted licence.",
+        )
     try:
         doc = json.loads(r.text)
     except ValueError as exc:

@@ -21,6 +21,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf import quants as gguf_quants
 
+from kennel.engines.llamacpp_bench import LlamaLogCapture
 from kennel.errors import MeasureError
 from kennel.model.gguf_header import TensorInfo, read_header
 from kennel.model.layout import tensor_layout
@@ -72,7 +73,9 @@ def synthetic_shape(
     """A ModelShape for a test or benchmark model, with its F16/F32 tensor list."""
     kv = n_head if n_head_kv is None else n_head_kv
     hd = head_dim or n_embd // n_head
-    swa_layers = tuple(swa_every > 0 and il % swa_every < swa_every - 1 for il in range(n_layer)) if n_swa else ()
+    swa_layers = (
+        tuple(swa_every > 0 and il % swa_every < swa_every - 1 for il in range(n_layer)) if n_swa else ()
+    )
     shape = ModelShape(
         arch=arch,
         name=name,
@@ -149,16 +152,22 @@ def write_synthetic_gguf(
     block_cache: Path | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    split_max_tensors: int = 0,
 ) -> Path:
-    """Write ``shape`` to ``path`` with random weights; ``tensor_types`` overrides tensor types."""
+    """Write ``shape`` to ``path`` with random weights; ``tensor_types`` overrides tensor types.
+
+    With ``split_max_tensors`` the model is written as llama.cpp split files
+    (NAME-00001-of-0000N.gguf ...) and the first one is returned.
+    """
     tensors = shape.tensors or tensor_layout(shape)
     if tensor_types:
         tensors = tuple(replace(t, ggml_type=int(tensor_types.get(t.name, t.ggml_type))) for t in tensors)
     rng = np.random.default_rng(seed)
     pools = _BlockPools(rng, block_cache)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    w = GGUFWriter(tmp, shape.arch)
+    # written aside and renamed, so an interrupted build never leaves a half file under the real name
+    tmp = path if split_max_tensors else path.with_name(path.name + ".partial")
+    w = GGUFWriter(tmp, shape.arch, split_max_tensors=split_max_tensors)
     _metadata(w, shape, file_type)
     for t in tensors:
         qt = T(t.ggml_type)
@@ -180,6 +189,9 @@ def write_synthetic_gguf(
         if progress:
             progress(done, total)
     w.close()
+    if split_max_tensors:
+        n = len(w.tensors)
+        return path.with_name(f"{path.stem}-00001-of-{n:05d}.gguf") if n > 1 else path
     tmp.replace(path)
     return path
 
@@ -256,16 +268,25 @@ def quantize_blocks_with_llama(qt: T, rng: np.random.Generator) -> np.ndarray:
             "llama-cpp-python is not installed, so kennel cannot make quantized blocks.",
             hint="Run scripts/install.sh.",
         ) from exc
-    shape = synthetic_shape(n_layer=1, n_embd=POOL_COLS // 16, n_head=4, n_ff=POOL_COLS // 16, n_vocab=MIN_VOCAB)
+    shape = synthetic_shape(
+        n_layer=1, n_embd=POOL_COLS // 16, n_head=4, n_ff=POOL_COLS // 16, n_vocab=MIN_VOCAB
+    )
     with tempfile.TemporaryDirectory(prefix="kennel-blocks-") as d:
         src, dst = Path(d) / "f32.gguf", Path(d) / "q.gguf"
         f32 = {t.name: int(T.F32) for t in shape.tensors}
-        write_synthetic_gguf(src, shape, tensor_types=f32, file_type=int(LlamaFileType.ALL_F32), seed=int(rng.integers(1 << 31)))
+        write_synthetic_gguf(
+            src,
+            shape,
+            tensor_types=f32,
+            file_type=int(LlamaFileType.ALL_F32),
+            seed=int(rng.integers(1 << 31)),
+        )
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = int(_FTYPE_FOR[qt])
         params.pure = True
         params.nthread = 1
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+        with LlamaLogCapture():  # the quantizer prints every tensor; keep it off the user's terminal
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
         if rc != 0:
             raise MeasureError(f"llama.cpp could not quantize to {qt.name} (code {rc}).")
         header = read_header(FileSource(dst))

@@ -1,0 +1,151 @@
+"""A loopback HTTP server that speaks the Hugging Face endpoints kennel uses.
+
+    GET /api/models/OWNER/REPO[/revision/REV]     model info with file sizes (siblings)
+    GET|HEAD /OWNER/REPO/resolve/REV/FILE         file bytes, honouring Range (206)
+    GET /files/NAME                               plain URL serving of the same files
+
+Behaviours per file let tests simulate servers that ignore Range, answer HTML, drop the
+connection, or 404. Every request is counted, so tests can assert that only headers travelled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes] = field(default_factory=dict)
+    gated: bool = False
+
+
+@dataclass
+class HubState:
+    repos: dict[str, Repo] = field(default_factory=dict)
+    ignore_range: set[str] = field(default_factory=set)
+    html: set[str] = field(default_factory=set)
+    requests: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: HubState
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        ctype: str = "application/octet-stream",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+            self.state.bytes_sent += len(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        st = self.state
+        st.requests.append(f"{self.command} {self.path}")
+        path = self.path.split("?")[0]
+        m = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/[^/]+)?$", path)
+        if m:
+            return self._info(m.group(1))
+        m = re.match(r"^/([^/]+/[^/]+)/resolve/[^/]+/(.+)$", path)
+        if m:
+            repo = st.repos.get(m.group(1))
+            if repo is None or m.group(2) not in repo.files:
+                return self._send(
+                    404,
+                    b'{"error": "Entry not found"}',
+                    "application/json",
+                    {"X-Error-Code": "EntryNotFound"},
+                )
+            if repo.gated:
+                return self._send(
+                    403, b'{"error": "gated"}', "application/json", {"X-Error-Code": "GatedRepo"}
+                )
+            return self._file(m.group(2), repo.files[m.group(2)])
+        m = re.match(r"^/files/(.+)$", path)
+        if m:
+            for repo in st.repos.values():
+                if m.group(1) in repo.files:
+                    return self._file(m.group(1), repo.files[m.group(1)])
+        return self._send(404, b"<html><body>Not Found</body></html>", "text/html")
+
+    def _info(self, repo_id: str) -> None:
+        repo = self.state.repos.get(repo_id)
+        if repo is None:
+            return self._send(
+                404,
+                b'{"error": "Repository not found"}',
+                "application/json",
+                {"X-Error-Code": "RepoNotFound"},
+            )
+        if repo.gated:
+            return self._send(403, b'{"error": "gated"}', "application/json", {"X-Error-Code": "GatedRepo"})
+        doc = {
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": "0" * 40,
+            "private": False,
+            "siblings": [{"rfilename": n, "size": len(b)} for n, b in sorted(repo.files.items())],
+        }
+        self._send(200, json.dumps(doc).encode(), "application/json")
+
+    def _file(self, name: str, data: bytes) -> None:
+        if name in self.state.html:
+            return self._send(
+                200, b"<!doctype html><html><body>Sign in</body></html>", "text/html; charset=utf-8"
+            )
+        rng = self.headers.get("Range")
+        m = re.match(r"bytes=(\d+)-(\d*)", rng or "")
+        if m and name not in self.state.ignore_range:
+            start = int(m.group(1))
+            end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+            if start >= len(data):
+                return self._send(416, b"", extra={"Content-Range": f"bytes */{len(data)}"})
+            return self._send(
+                206,
+                data[start : end + 1],
+                extra={"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"},
+            )
+        self._send(200, data)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that stop reading after the header they need are expected
+
+
+@contextmanager
+def hub_server(state: HubState | None = None) -> Iterator[tuple[str, HubState]]:
+    st = state or HubState()
+    handler = type("Handler", (_Handler,), {"state": st})
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", st
+    finally:
+        server.shutdown()
+        server.server_close()
