@@ -297,6 +297,8 @@ def estimate(
         assert s.ftype is not None
         types = q.tensor_types(shape, LlamaFileType(s.ftype))
         options.append(_gguf_option(sizer, s.name, types, False, cal, inputs))
+    # rows read from smallest to largest (nominal bits misorder e.g. Q3_K_L and IQ4_XS)
+    options.sort(key=lambda o: (not o.is_file, o.memory.weights))
     if include_engines:
         for s in q.ENGINE_SCHEMES:
             if not only or s.name in only:
@@ -343,8 +345,14 @@ def recommend(options: list[FitOption], hw: HardwareProfile) -> tuple[str | None
         return o.quant, why + "."
     good = [o for o in fitting if o.quant in GOOD_ENOUGH]
     if good:
-        # nothing good streams at a readable speed: take the fastest good-enough quantization
-        o = max(good, key=lambda x: x.decode_tok_s.expected)
+        # nothing good streams at a readable speed: take the fastest good-enough quantization,
+        # preferring the common K-quant mixes, whose CPU kernels beat the i-quants' (which the
+        # bytes-per-token model cannot see), when they are nearly as fast
+        fastest = max(good, key=lambda x: x.decode_tok_s.expected)
+        usual = [o for o in good if o.quant in ("Q4_K_M", "Q4_K_S", "Q4_0")]
+        o = max(usual, key=lambda x: x.decode_tok_s.expected) if usual else fastest
+        if o.decode_tok_s.expected < 0.85 * fastest.decode_tok_s.expected:
+            o = fastest
         return o.quant, (
             f"{o.quant} fits fully in {where} but decodes at only ~{o.decode_tok_s.expected:.1f} tok/s here; "
             "larger quantizations are slower still. A smaller model, or a GPU, would be faster."
