@@ -46,6 +46,15 @@ def test_hw_what_if_and_saved_profile(tmp_path: Path) -> None:
     assert fit.returncode == 0, fit.stderr
     opt = json.loads(fit.stdout)["options"][0]
     assert opt["fits"] == "gpu" and opt["gpu_split_layers"] == [41, 40]
+    short = tmp_path / "plan.yaml"
+    short.write_text("gpu: RTX 4090\ngpu_count: 2\nram: 128G\n")
+    again = kennel(
+        "fit", "llama-3.3-70b", "--hardware", str(short), "--json", "--no-engines", "--quant", "Q4_K_M"
+    )
+    assert json.loads(again.stdout)["options"][0]["gpu_split_layers"] == [41, 40]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("cpu: 3\n")
+    assert "not a kennel hardware profile" in _bad("fit", "tinyllama-1.1b", "--hardware", str(broken))
     human = kennel("hw", "--gpu", "M3 Max", "--ram", "64G")
     assert "M3 Max" in human.stdout and "Metal limit" in human.stdout
     assert "Gaudi 3" in kennel("hw", "--list-gpus").stdout

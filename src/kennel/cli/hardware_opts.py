@@ -28,7 +28,12 @@ HARDWARE = typer.Option(
 )
 
 
+_SHORT_KEYS = {"gpu", "gpu_count", "ram", "cpu_cores", "ram_bandwidth"}
+
+
 def load_profile(path: Path) -> HardwareProfile:
+    """A saved profile: the JSON of `kennel hw --json`, or a short YAML/JSON what-if such as
+    ``{gpu: RTX 4090, gpu_count: 2, ram: 64G}``."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -38,13 +43,22 @@ def load_profile(path: Path) -> HardwareProfile:
         ) from exc
     try:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        if "hardware" in doc and isinstance(doc["hardware"], dict):
+        if isinstance(doc, dict) and isinstance(doc.get("hardware"), dict):
             doc = doc["hardware"]
+        if isinstance(doc, dict) and doc.keys() <= _SHORT_KEYS:
+            ram = doc.get("ram")
+            return what_if(
+                gpu=doc.get("gpu"),
+                gpu_count=int(doc.get("gpu_count", 1)),
+                ram=parse_size(str(ram)) if ram is not None else None,
+                cpu_cores=doc.get("cpu_cores"),
+                ram_bandwidth_gbs=doc.get("ram_bandwidth"),
+            )
         return HardwareProfile.from_dict(doc)
     except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
         raise HardwareSpecError(
             f"{path} is not a kennel hardware profile ({exc}).",
-            hint="Save one with `kennel hw --json > machine.json`.",
+            hint="Save one with `kennel hw --json > machine.json`, or write gpu/gpu_count/ram in YAML.",
         ) from exc
 
 

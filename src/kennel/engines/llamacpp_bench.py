@@ -8,6 +8,7 @@ prompt processing and generation, for ``kennel fit --measure``.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import random
 import re
@@ -16,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from kennel.errors import MeasureError
 from kennel.fit.memory import RunConfig, cparams
@@ -27,6 +29,14 @@ _BUFFERS = {
     "compute": re.compile(r"(\S+) compute buffer size =\s+([\d.]+) MiB"),
     "output": re.compile(r"(\S+)\s+output buffer size =\s+([\d.]+) MiB"),
 }
+
+
+def llama() -> Any:
+    """llama_cpp, imported on first use: loading libllama costs ~0.3 s that sizing-only commands
+    (and what-if hardware) should not pay."""
+    return importlib.import_module("llama_cpp")
+
+
 _GGML_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "BF16": 30}
 
 
@@ -74,7 +84,7 @@ class LlamaLogCapture:
     """Route llama.cpp's log into a buffer for the duration of a load, then restore quiet."""
 
     def __init__(self) -> None:
-        import llama_cpp
+        llama_cpp = llama()
 
         self._llama = llama_cpp
         self.lines: list[str] = []
@@ -91,7 +101,7 @@ class LlamaLogCapture:
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        from llama_cpp import _logger
+        _logger = importlib.import_module("llama_cpp._logger")
 
         _logger.logger.setLevel(logging.ERROR)
         self._llama.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
@@ -102,7 +112,7 @@ class LlamaLogCapture:
 
 
 def _context_params(shape: ModelShape, run: RunConfig, threads: int | None):  # type: ignore[no-untyped-def]
-    import llama_cpp
+    llama_cpp = llama()
 
     cp = llama_cpp.llama_context_default_params()
     # llama.cpp pads n_ctx itself; give it the unpadded total so the padding is its own
@@ -134,7 +144,7 @@ class _Loaded:
 
 
 def _load(path: Path, shape: ModelShape, run: RunConfig, n_gpu_layers: int, threads: int | None) -> _Loaded:
-    import llama_cpp
+    llama_cpp = llama()
 
     if not path.exists():
         raise MeasureError(f"No model file at {path}.")
@@ -159,7 +169,7 @@ def _load(path: Path, shape: ModelShape, run: RunConfig, n_gpu_layers: int, thre
 
 
 def _free(loaded: _Loaded) -> None:
-    import llama_cpp
+    llama_cpp = llama()
 
     llama_cpp.llama_free(loaded.ctx)
     llama_cpp.llama_model_free(loaded.model)
@@ -186,7 +196,7 @@ def bench(
     seed: int = 0,
 ) -> BenchResult:
     """Time one prompt of ``prompt_tokens`` and ``gen_tokens`` single-token decodes after it."""
-    import llama_cpp
+    llama_cpp = llama()
 
     prompt_tokens = min(prompt_tokens, run.n_batch, run.ctx - gen_tokens - 1)
     if prompt_tokens < 1:

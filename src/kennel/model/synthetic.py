@@ -21,7 +21,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf import quants as gguf_quants
 
-from kennel.engines.llamacpp_bench import LlamaLogCapture
+from kennel.engines.llamacpp_bench import LlamaLogCapture, llama
 from kennel.errors import MeasureError
 from kennel.model.gguf_header import TensorInfo, read_header
 from kennel.model.layout import tensor_layout
@@ -262,7 +262,7 @@ class _BlockPools:
 def quantize_blocks_with_llama(qt: T, rng: np.random.Generator) -> np.ndarray:
     """Blocks of type ``qt`` made by llama.cpp's quantizer from a tiny random F32 model."""
     try:
-        import llama_cpp
+        llama_cpp = llama()
     except ImportError as exc:  # pragma: no cover - llama-cpp-python is a dependency
         raise MeasureError(
             "llama-cpp-python is not installed, so kennel cannot make quantized blocks.",
