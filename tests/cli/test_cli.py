@@ -153,3 +153,32 @@ def test_doctor_fails_on_taken_port() -> None:
     doc = json.loads(r.stdout)
     port = next(c for c in doc["checks"] if c["name"] == "serving port")
     assert port["status"] == "fail" and doc["ok"] is False
+
+
+def test_catalog_show_recommend() -> None:
+    listed = json.loads(kennel("catalog", "--lang", "vi", "--license", "commercial", "--json").stdout)
+    assert listed["schema"] == "kennel.catalog/v1" and listed["models"]
+    assert all("vi" in m["languages"] and m["license"]["commercial"] != "no" for m in listed["models"])
+    osi = json.loads(kennel("catalog", "--license", "open-source", "--json").stdout)["models"]
+    assert osi and all(m["license"]["osi_approved"] for m in osi)
+    shown = json.loads(kennel("show", "llama-3.1-8b", "--json").stdout)["model"]
+    assert shown["shape"]["n_layer"] == 32 and shown["shape"]["n_head_kv"] == 8
+    assert "700 million" in shown["license"]["conditions"]
+    assert any(f["quant"] == "Q4_K_M" and f["file"].endswith("Q4_K_M.gguf") for f in shown["gguf_files"])
+    human = kennel("show", "qwen3-30b-a3b").stdout
+    assert "3.3B active" in human and "Apache" in human and "Q4_K_M" in human
+    rec = kennel(
+        "recommend", "--gpu", "RTX 4090", "--ram", "64G", "--task", "writing", "--top", "3", "--json"
+    )
+    doc = json.loads(rec.stdout)
+    assert doc["schema"] == "kennel.recommend/v1" and len(doc["picks"]) == 3
+    assert doc["picks"][0]["fits"] == "gpu" and doc["picks"][0]["readable"]
+    assert doc["upgrade"]["picks"][0]["quality_b"] > doc["picks"][0]["quality_b"]
+    text = kennel("recommend", "--gpu", "RTX 4090", "--ram", "64G", "--top", "2").stdout
+    assert "Why" in text and "kennel pull" in text and "one more RTX 4090" in text
+
+
+def test_catalog_bad_input() -> None:
+    assert "Unknown task" in _bad("catalog", "--task", "poetry")
+    assert "ISO 639-1" in _bad("recommend", "--lang", "xx", "--ram", "8G")
+    assert "Did you mean llama-3.1-8b" in _bad("show", "lama-3.1-8b")

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from kennel import __version__
+from kennel.cli import catalog as catalog_cmd
 from kennel.cli import doctor as doctor_cmd
 from kennel.cli import fit as fit_cmd
 from kennel.cli import hw as hw_cmd
@@ -25,6 +26,9 @@ app = typer.Typer(
 app.command("hw")(hw_cmd.hw)
 app.command("fit")(fit_cmd.fit)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("catalog")(catalog_cmd.catalog)
+app.command("show")(catalog_cmd.show)
+app.command("recommend")(catalog_cmd.recommend_cmd)
 
 
 def _version(value: bool) -> None:

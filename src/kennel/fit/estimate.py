@@ -199,6 +199,7 @@ def _gguf_option(
     is_file: bool,
     cal: Calibration,
     inputs: SpeedInputs,
+    with_max_context: bool = True,
 ) -> FitOption:
     parts, mem, place = sizer.place(types, sizer.run.ctx)
     return FitOption(
@@ -207,7 +208,7 @@ def _gguf_option(
         is_file=is_file,
         memory=mem,
         placement=place,
-        max_context=sizer.max_context(types, place.fits),
+        max_context=sizer.max_context(types, place.fits) if with_max_context else 0,
         decode_tok_s=decode(parts, place, sizer.hw, inputs, cal) if place.fits != "no" else Range(0, 0, 0),
         prefill_tok_s=prefill(parts, place, sizer.hw, inputs, cal) if place.fits != "no" else Range(0, 0, 0),
         note=place.note,
@@ -276,6 +277,7 @@ def estimate(
     calibration: Calibration | None = None,
     include_engines: bool = True,
     only: tuple[str, ...] = (),
+    with_max_context: bool = True,
 ) -> FitReport:
     run = (run or default_run(shape)).validated(shape)
     cal = calibration or Calibration()
@@ -288,7 +290,7 @@ def estimate(
     file_scheme = q.scheme_for_file(shape.file_type) if shape.source_kind == "gguf" else None
     if shape.source_kind == "gguf":
         label = file_scheme.name if file_scheme else (shape.file_type or "file")
-        options.append(_gguf_option(sizer, label, None, True, cal, inputs))
+        options.append(_gguf_option(sizer, label, None, True, cal, inputs, with_max_context))
     for s in q.GGUF_SCHEMES:
         if only and s.name not in only:
             continue
@@ -296,7 +298,7 @@ def estimate(
             continue
         assert s.ftype is not None
         types = q.tensor_types(shape, LlamaFileType(s.ftype))
-        options.append(_gguf_option(sizer, s.name, types, False, cal, inputs))
+        options.append(_gguf_option(sizer, s.name, types, False, cal, inputs, with_max_context))
     # rows read from smallest to largest (nominal bits misorder e.g. Q3_K_L and IQ4_XS)
     options.sort(key=lambda o: (not o.is_file, o.memory.weights))
     if include_engines:

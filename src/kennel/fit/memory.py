@@ -153,7 +153,9 @@ def kv_cache_per_layer(shape: ModelShape, run: RunConfig) -> list[int]:
     cp = cparams(shape, run)
     tk = tv = run.kv_type_ggml
     v_width_max = shape.n_embd_v_gqa_max() if not shape.is_mla else 0
-    out = []
+    out: list[int] = []
+    if not shape.causal:
+        return [0] * shape.n_layer  # encoders (embedding models) keep no KV cache
     for il in range(shape.n_layer):
         if shape.is_recurrent(il):
             out.append(shape.recurrent.state_floats(shape.n_embd) * 4 * max(1, cp.n_seq))

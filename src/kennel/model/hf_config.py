@@ -35,6 +35,9 @@ MODEL_TYPES = {
     "gpt_oss": "gpt-oss",
     "mistral3": "llama",
     "smollm3": "llama",
+    "bert": "bert",
+    "xlm-roberta": "bert",
+    "nomic_bert": "nomic-bert",
 }
 # (default sliding-window pattern, dense first) for archs that interleave local and global layers
 _SWA = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2}
@@ -75,12 +78,12 @@ def shape_from_config(cfg: dict[str, Any], *, name: str) -> ModelShape:
 
 
 def _shape(cfg: dict[str, Any], arch: str, model_type: str, name: str) -> ModelShape:
-    n_layer = int(cfg["num_hidden_layers"])
-    n_embd = int(cfg["hidden_size"])
-    n_head = int(cfg["num_attention_heads"])
+    n_layer = int(_get(cfg, "num_hidden_layers", "n_layer"))
+    n_embd = int(_get(cfg, "hidden_size", "n_embd"))
+    n_head = int(_get(cfg, "num_attention_heads", "n_head"))
     n_head_kv = int(_get(cfg, "num_key_value_heads", default=n_head))
     head_dim = int(_get(cfg, "head_dim", default=n_embd // n_head))
-    n_ff = int(_get(cfg, "intermediate_size", "ffn_dim", default=4 * n_embd))
+    n_ff = int(_get(cfg, "intermediate_size", "ffn_dim", "n_inner", default=4 * n_embd))
     n_expert = int(_get(cfg, "num_local_experts", "num_experts", "n_routed_experts", default=0) or 0)
     n_used = int(_get(cfg, "num_experts_per_tok", "num_experts_per_token", default=0) or 0)
     n_ff_exp = int(_get(cfg, "moe_intermediate_size", default=n_ff if n_expert else 0) or 0)
@@ -108,7 +111,10 @@ def _shape(cfg: dict[str, Any], arch: str, model_type: str, name: str) -> ModelS
         n_embd=n_embd,
         n_vocab=int(cfg["vocab_size"]),
         n_ctx_train=int(
-            _get(cfg, "max_position_embeddings", "max_sequence_length", "seq_length", default=0) or 0
+            _get(
+                cfg, "max_position_embeddings", "max_sequence_length", "seq_length", "n_positions", default=0
+            )
+            or 0
         ),
         n_head=(n_head,) * n_layer,
         n_head_kv=(n_head_kv,) * n_layer,
@@ -125,6 +131,7 @@ def _shape(cfg: dict[str, Any], arch: str, model_type: str, name: str) -> ModelS
         kv_lora_rank=kv_lora if arch == "deepseek2" else 0,
         mla_rope_dim=rope,
         tied_embeddings=bool(_get(cfg, "tie_word_embeddings", default=model_type.startswith("gemma"))),
+        causal=arch not in ("bert", "nomic-bert"),
         source_kind="hf-config",
     )
     return replace(shape, tensors=tensor_layout(shape), file_type="BF16")

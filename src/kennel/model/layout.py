@@ -47,6 +47,7 @@ ARCH_LAYOUTS: dict[str, ArchLayout] = {
     "deepseek2": ArchLayout(mla=True),
     "gpt-oss": ArchLayout(qkv_bias=True, expert_bias=True, attn_sinks=True),
 }
+ENCODER_ARCHS = {"bert", "nomic-bert"}
 
 F16, F32 = int(T.F16), int(T.F32)
 
@@ -61,6 +62,8 @@ def _vec(name: str, n: int) -> TensorInfo:
 
 def tensor_layout(shape: ModelShape) -> tuple[TensorInfo, ...]:
     """Every tensor of ``shape`` with GGUF names and dimensions (fastest dimension first)."""
+    if shape.arch in ENCODER_ARCHS:
+        return _encoder(shape)
     lay = ARCH_LAYOUTS.get(shape.arch, ArchLayout())
     e, v = shape.n_embd, shape.n_vocab
     out = [_mat("token_embd.weight", e, v), _vec("output_norm.weight", e)]
@@ -152,3 +155,39 @@ def _experts(s: ModelShape, lay: ArchLayout, il: int) -> list[TensorInfo]:
         if lay.shared_expert_gate:
             out.append(_vec(p + "ffn_gate_inp_shexp.weight", e))
     return out
+
+
+def _encoder(s: ModelShape) -> tuple[TensorInfo, ...]:
+    """BERT-style embedding models (llama.cpp's bert and nomic-bert graphs): learned positions
+    (bert) or rotary ones (nomic-bert), post-norms with biases, no LM head."""
+    e = s.n_embd
+    out = [
+        _mat("token_embd.weight", e, s.n_vocab),
+        _mat("token_types.weight", e, 2),
+        _vec("token_embd_norm.weight", e),
+        _vec("token_embd_norm.bias", e),
+    ]
+    if s.arch == "bert":
+        out.append(_mat("position_embd.weight", e, s.n_ctx_train))
+    for il in range(s.n_layer):
+        p, f = f"blk.{il}.", s.n_ff[il]
+        if s.arch == "nomic-bert":
+            out += [
+                _mat(p + "attn_qkv.weight", e, 3 * e),
+                _mat(p + "attn_output.weight", e, e),
+                _mat(p + "ffn_gate.weight", e, f),
+                _mat(p + "ffn_up.weight", e, f),
+                _mat(p + "ffn_down.weight", f, e),
+            ]
+        else:
+            for n in ("attn_q", "attn_k", "attn_v", "attn_output"):
+                out += [_mat(p + n + ".weight", e, e), _vec(p + n + ".bias", e)]
+            out += [
+                _mat(p + "ffn_up.weight", e, f),
+                _vec(p + "ffn_up.bias", f),
+                _mat(p + "ffn_down.weight", f, e),
+                _vec(p + "ffn_down.bias", e),
+            ]
+        for n in ("attn_output_norm", "layer_output_norm"):
+            out += [_vec(p + n + ".weight", e), _vec(p + n + ".bias", e)]
+    return tuple(out)
