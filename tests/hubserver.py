@@ -5,14 +5,19 @@
     GET /files/NAME                               plain URL serving of the same files
 
 Behaviours per file let tests simulate servers that ignore Range, answer HTML, drop the
-connection, or 404. Every request is counted, so tests can assert that only headers travelled.
+connection part-way (``drop_at``), serve wrong bytes (``corrupt``), or trickle slowly
+(``delay``). GGUF siblings carry LFS metadata (size, sha256 of the true bytes), as the hub's
+``?blobs=true`` listing does. Every request is counted, so tests can assert what travelled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +36,11 @@ class HubState:
     repos: dict[str, Repo] = field(default_factory=dict)
     ignore_range: set[str] = field(default_factory=set)
     html: set[str] = field(default_factory=set)
+    drop_at: dict[str, list[int]] = field(default_factory=dict)  # file -> offsets where a response dies
+    corrupt: set[str] = field(default_factory=set)  # files served with one byte flipped
+    delay: dict[str, float] = field(default_factory=dict)  # file -> seconds per 64 KiB chunk
     requests: list[str] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)  # Range headers of file requests ("" if none)
     bytes_sent: int = 0
 
 
@@ -101,13 +110,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if repo.gated:
             return self._send(403, b'{"error": "gated"}', "application/json", {"X-Error-Code": "GatedRepo"})
-        doc = {
-            "id": repo_id,
-            "modelId": repo_id,
-            "sha": "0" * 40,
-            "private": False,
-            "siblings": [{"rfilename": n, "size": len(b)} for n, b in sorted(repo.files.items())],
-        }
+        siblings = []
+        for n, b in sorted(repo.files.items()):
+            sib: dict[str, Any] = {"rfilename": n, "size": len(b)}
+            if n.endswith(".gguf"):
+                sib["lfs"] = {"size": len(b), "sha256": hashlib.sha256(b).hexdigest(), "pointerSize": 134}
+            siblings.append(sib)
+        doc = {"id": repo_id, "modelId": repo_id, "sha": "0" * 40, "private": False, "siblings": siblings}
         self._send(200, json.dumps(doc).encode(), "application/json")
 
     def _file(self, name: str, data: bytes) -> None:
@@ -116,18 +125,50 @@ class _Handler(BaseHTTPRequestHandler):
                 200, b"<!doctype html><html><body>Sign in</body></html>", "text/html; charset=utf-8"
             )
         rng = self.headers.get("Range")
+        self.state.ranges.append(rng or "")
+        if name in self.state.corrupt:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
         m = re.match(r"bytes=(\d+)-(\d*)", rng or "")
         if m and name not in self.state.ignore_range:
             start = int(m.group(1))
             end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
             if start >= len(data):
                 return self._send(416, b"", extra={"Content-Range": f"bytes */{len(data)}"})
-            return self._send(
-                206,
-                data[start : end + 1],
-                extra={"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"},
-            )
+            extra = {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"}
+            if name in self.state.drop_at or name in self.state.delay:
+                return self._stream(name, 206, data, start, end + 1, extra)
+            return self._send(206, data[start : end + 1], extra=extra)
+        if name in self.state.drop_at or name in self.state.delay:
+            return self._stream(name, 200, data, 0, len(data), {})
         self._send(200, data)
+
+    def _stream(
+        self, name: str, status: int, data: bytes, start: int, end: int, extra: dict[str, str]
+    ) -> None:
+        """Send data[start:end] in 64 KiB chunks, slowly if asked, dying at the next drop offset."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        drops = self.state.drop_at.get(name, [])
+        stop = next((d for d in drops if start < d < end), None)
+        if stop is not None:
+            drops.remove(stop)
+        pos = start
+        while pos < (stop if stop is not None else end):
+            chunk = data[pos : min(pos + 65536, stop if stop is not None else end)]
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            self.state.bytes_sent += len(chunk)
+            pos += len(chunk)
+            time.sleep(self.state.delay.get(name, 0.0))
+        if stop is not None:  # the connection dies mid-body, as a flaky proxy would do it
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class _QuietServer(ThreadingHTTPServer):

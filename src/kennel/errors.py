@@ -13,7 +13,14 @@ layer will turn them into OpenAI's error envelope.
     │   └── UnsupportedModelError   a config.json / GGUF architecture kennel cannot size
     ├── RemoteError                 the hub or a URL failed (network, 5xx, auth)
     ├── HardwareSpecError           a what-if GPU or profile kennel does not know
-    └── MeasureError                a measured run (``kennel fit --measure``) failed
+    ├── MeasureError                a measured run (``kennel fit --measure``) failed
+    └── StoreError                  the local model store refused or failed an operation
+        ├── InvalidNameError        a model name or tag with '..', slashes or shell characters
+        ├── NotInStoreError         no such model, version or tag in the store (also LookupError)
+        ├── ChecksumError           bytes whose sha256 is not the one promised (hub, bundle)
+        ├── DiskSpaceError          not enough free disk, before or during a write
+        ├── InUseError              a tag or a running server still uses what would be removed
+        └── BundleError             an export bundle that is malformed or unsafe
 """
 
 from __future__ import annotations
@@ -67,3 +74,31 @@ class HardwareSpecError(KennelError, LookupError):
 
 class MeasureError(KennelError):
     """A measured benchmark run could not complete."""
+
+
+class StoreError(KennelError):
+    """The local model store refused or could not complete an operation."""
+
+
+class InvalidNameError(StoreError, ValueError):
+    """A model name or tag kennel will not use (path tricks, shell characters)."""
+
+
+class NotInStoreError(StoreError, LookupError):
+    """No model, version or tag by that name in the store."""
+
+
+class ChecksumError(StoreError):
+    """Bytes whose sha256 differs from the one the source promised."""
+
+
+class DiskSpaceError(StoreError, OSError):
+    """Not enough free disk space to finish writing."""
+
+
+class InUseError(StoreError):
+    """What would be removed is still used by a tag or a running server."""
+
+
+class BundleError(StoreError):
+    """An export bundle that is malformed, incomplete or unsafe to unpack."""

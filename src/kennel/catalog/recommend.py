@@ -72,7 +72,9 @@ def _best_option(
     """The model's best quantization here: readable speed first, then quality; a fully-resident
     option wins over a partial offload unless the partial one is >10% better."""
     shape = e.shape()
-    quants = EMBEDDING_QUANTS if e.embedding_only else CANDIDATE_QUANTS
+    quants: tuple[str, ...] = EMBEDDING_QUANTS if e.embedding_only else CANDIDATE_QUANTS
+    if e.gguf is not None:  # only what can be pulled
+        quants = tuple(q for q in quants if q in e.gguf.quants) or quants
     run = default_run(shape, ctx=min(ctx, shape.n_ctx_train) if ctx and shape.n_ctx_train else ctx)
     report = estimate(
         shape, hw, run, calibration=cal, include_engines=False, only=quants, with_max_context=False
@@ -96,6 +98,12 @@ def _best_option(
         if best_resident.quality_b >= 0.9 * best.quality_b:
             return best_resident
     return best
+
+
+def best_quant(entry: CatalogEntry, hw: HardwareProfile, calibration: Calibration | None = None) -> str:
+    """The quantization `kennel recommend` would pick for ``entry`` on ``hw`` (Q4_K_M if none fits)."""
+    pick = _best_option(entry, hw, None, calibration)
+    return pick.quant if pick is not None else "Q4_K_M"
 
 
 def _rank(picks: list[Pick]) -> list[Pick]:

@@ -12,6 +12,8 @@ from kennel.cli import catalog as catalog_cmd
 from kennel.cli import doctor as doctor_cmd
 from kennel.cli import fit as fit_cmd
 from kennel.cli import hw as hw_cmd
+from kennel.cli import store as store_cmd
+from kennel.cli import versions as versions_cmd
 from kennel.cli.output import err_console
 from kennel.errors import KennelError
 
@@ -29,6 +31,17 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("catalog")(catalog_cmd.catalog)
 app.command("show")(catalog_cmd.show)
 app.command("recommend")(catalog_cmd.recommend_cmd)
+app.command("pull")(store_cmd.pull_cmd)
+app.command("import")(store_cmd.import_cmd)
+app.command("ls")(store_cmd.ls)
+app.command("rm")(store_cmd.rm)
+app.command("gc")(store_cmd.gc)
+app.command("export")(store_cmd.export)
+app.command("create")(versions_cmd.create)
+app.command("tag")(versions_cmd.tag_cmd)
+app.command("rollback")(versions_cmd.rollback)
+app.command("history")(versions_cmd.history)
+app.command("diff")(versions_cmd.diff)
 
 
 def _version(value: bool) -> None:

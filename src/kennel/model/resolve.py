@@ -48,11 +48,11 @@ class ResolvedModel:
     repo_files: tuple[tuple[str, int], ...] = field(default=())  # other GGUF files in the repo
 
 
-def _endpoint() -> str:
+def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def _token() -> str | None:
+def hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
 
@@ -70,7 +70,7 @@ def resolve(ref: str, *, file: str | None = None, revision: str | None = None) -
     entry = catalog.find(ref.split(":")[0])
     if entry is not None:
         return ResolvedModel(ref=ref, shape=entry.shape(), kind="catalog")
-    repo, quant = _parse_hub_ref(ref)
+    repo, quant = parse_hub_ref(ref)
     if repo:
         return _from_hub(repo, quant=quant, file=file, revision=revision)
     catalog.get(ref)  # raises with "did you mean"
@@ -81,7 +81,7 @@ def _is_hub_page(url: str) -> bool:
     return bool(re.match(r"https?://(hf\.co|huggingface\.co)/[^/]+/[^/]+/?$", url))
 
 
-def _parse_hub_ref(ref: str) -> tuple[str | None, str | None]:
+def parse_hub_ref(ref: str) -> tuple[str | None, str | None]:
     s = re.sub(r"^(https?://)?(www\.)?(hf\.co|huggingface\.co)/", "", ref).rstrip("/")
     quant = None
     if ":" in s:
@@ -107,13 +107,11 @@ def _name(file_name: str, header: GGUFHeader) -> str:
 
 def _with_splits_local(path: Path, header: GGUFHeader) -> GGUFHeader:
     count = int(header.metadata.get("split.count", 1) or 1)
-    m = _SPLIT.search(path.name)
-    if count <= 1 or not m:
+    if count <= 1 or not _SPLIT.search(path.name):
         return header
     tensors = list(header.tensors)
-    for i in range(2, count + 1):
-        part = path.with_name(_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", path.name))
-        tensors.extend(read_header(FileSource(part)).tensors)
+    for part in split_names(path.name)[1:]:
+        tensors.extend(read_header(FileSource(path.with_name(part))).tensors)
     return GGUFHeader(
         header.version,
         header.metadata,
@@ -139,7 +137,7 @@ def _from_url(url: str) -> ResolvedModel:
     )
 
 
-def _hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     try:
         return fn(*args, **kwargs)
     except hf_errors.GatedRepoError as exc:
@@ -162,12 +160,12 @@ def _hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 def _from_hub(repo: str, *, quant: str | None, file: str | None, revision: str | None) -> ResolvedModel:
-    api = HfApi(endpoint=_endpoint(), token=_token())
-    info = _hub_call(repo, api.model_info, repo, revision=revision, files_metadata=True)
+    api = HfApi(endpoint=hub_endpoint(), token=hub_token())
+    info = hub_call(repo, api.model_info, repo, revision=revision, files_metadata=True)
     files = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
     ggufs = {n: sz for n, sz in files.items() if n.lower().endswith(".gguf") and "mmproj" not in n.lower()}
     if file or quant or ggufs:
-        chosen = _choose_gguf(repo, ggufs, quant=quant, file=file)
+        chosen = choose_gguf(repo, ggufs, quant=quant, file=file)
         return _hub_gguf(repo, chosen, ggufs, revision)
     if "config.json" in files:
         cfg = _fetch_json(repo, "config.json", revision)
@@ -178,7 +176,7 @@ def _from_hub(repo: str, *, quant: str | None, file: str | None, revision: str |
     )
 
 
-def _choose_gguf(repo: str, ggufs: dict[str, int], *, quant: str | None, file: str | None) -> str:
+def choose_gguf(repo: str, ggufs: dict[str, int], *, quant: str | None, file: str | None) -> str:
     if not ggufs:
         raise ModelNotFoundError(
             f"{repo} has no GGUF files.", hint="Drop the :QUANT to size it from its config.json."
@@ -203,18 +201,23 @@ def _choose_gguf(repo: str, ggufs: dict[str, int], *, quant: str | None, file: s
     return first_parts[0]
 
 
+def split_names(first: str) -> list[str]:
+    """All shard names of a split GGUF given its first (or any) shard; [first] when not split."""
+    m = _SPLIT.search(first)
+    if not m:
+        return [first]
+    count = int(m.group(2))
+    return [_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", first) for i in range(1, count + 1)]
+
+
 def _hub_gguf(repo: str, chosen: str, ggufs: dict[str, int], revision: str | None) -> ResolvedModel:
-    headers = build_hf_headers(token=_token())
-    names = [chosen]
-    m = _SPLIT.search(chosen)
-    if m:
-        count = int(m.group(2))
-        names = [_SPLIT.sub(f"-{i:05d}-of-{count:05d}.gguf", chosen) for i in range(1, count + 1)]
+    headers = build_hf_headers(token=hub_token())
+    names = split_names(chosen)
     tensors: list[TensorInfo] = []
     first: GGUFHeader | None = None
     with httpx.Client(follow_redirects=True, timeout=30.0) as client:
         for n in names:
-            url = hf_hub_url(repo, n, revision=revision, endpoint=_endpoint())
+            url = hf_hub_url(repo, n, revision=revision, endpoint=hub_endpoint())
             header = read_header(HttpSource(url, headers=headers, client=client))
             first = first or header
             tensors.extend(header.tensors)
@@ -240,10 +243,10 @@ def _hub_gguf(repo: str, chosen: str, ggufs: dict[str, int], revision: str | Non
 
 
 def _fetch_json(repo: str, name: str, revision: str | None) -> dict:  # type: ignore[type-arg]
-    url = hf_hub_url(repo, name, revision=revision, endpoint=_endpoint())
+    url = hf_hub_url(repo, name, revision=revision, endpoint=hub_endpoint())
     try:
         with httpx.Client(follow_redirects=True, timeout=30.0) as client:
-            r = client.get(url, headers=build_hf_headers(token=_token()))
+            r = client.get(url, headers=build_hf_headers(token=hub_token()))
     except httpx.HTTPError as exc:
         raise RemoteError(
             f"Could not fetch {name} of {repo}: {exc}.", hint="Check the network or HF_ENDPOINT."
