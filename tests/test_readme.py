@@ -18,7 +18,7 @@ def test_two_setup_commands() -> None:
     cmds = setup_commands()
     assert len(cmds) == 2
     main_job, tests = cmds
-    assert main_job.startswith("bash scripts/install.sh") and "kennel fit" in main_job
+    assert main_job.startswith("bash scripts/install.sh") and "kennel serve --model" in main_job
     assert tests.startswith("bash scripts/install.sh --dev") and "pytest" in tests
 
 
@@ -27,8 +27,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert setup_commands()[1] in ci.splitlines()
 
 
-def test_main_job_model_is_in_the_catalog() -> None:
+def test_main_job_pulls_a_catalog_model_and_serves_it() -> None:
     from kennel.catalog.entries import find
 
-    name = setup_commands()[0].rsplit("kennel fit ", 1)[1].split()[0]
-    assert find(name) is not None
+    main_job = setup_commands()[0]
+    pulled = main_job.split("kennel pull ", 1)[1].split()[0]
+    served = main_job.split("kennel serve --model ", 1)[1].split()[0]
+    entry = find(pulled)
+    assert entry is not None and entry.gguf is not None and served == pulled

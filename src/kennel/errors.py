@@ -14,6 +14,18 @@ layer will turn them into OpenAI's error envelope.
     ├── RemoteError                 the hub or a URL failed (network, 5xx, auth)
     ├── HardwareSpecError           a what-if GPU or profile kennel does not know
     ├── MeasureError                a measured run (``kennel fit --measure``) failed
+    ├── AuthError                   HTTP 401: a missing, wrong, revoked or expired API key
+    ├── ForbiddenError              HTTP 403: a valid API key not allowed to use that model
+    ├── RateLimitError              HTTP 429: an API key over its requests-per-minute limit
+    ├── ServingError                a request the server cannot serve (carries an HTTP status)
+    │   ├── InvalidRequestError     400: a request body kennel cannot act on
+    │   │   └── ContextLengthError  400: prompt (and answer) longer than the model's context
+    │   ├── ModelNotServedError     404: no model by that name on this server
+    │   ├── QueueFullError          429: the model's queue is full (Retry-After)
+    │   ├── ClientGoneError         499: the client disconnected before its answer (nginx's code)
+    │   ├── ModelLoadError          500: llama.cpp refused to load the model
+    │   ├── ModelLoadingError       503: the model is loading or busy and the client will not wait
+    │   └── InsufficientMemoryError 503: loading would overcommit RAM or VRAM
     └── StoreError                  the local model store refused or failed an operation
         ├── InvalidNameError        a model name or tag with '..', slashes or shell characters
         ├── NotInStoreError         no such model, version or tag in the store (also LookupError)
@@ -76,6 +88,33 @@ class MeasureError(KennelError):
     """A measured benchmark run could not complete."""
 
 
+class AuthError(KennelError):
+    """No usable API key. The message is the same for a wrong, revoked or expired key, so a caller
+    learns nothing about which keys exist; ``reason`` says which it was, for the server's log."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str = "invalid") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason  # missing | invalid | revoked | expired
+
+
+class ForbiddenError(KennelError):
+    """A valid API key asked for a model outside its allow-list."""
+
+    status_code = 403
+
+
+class RateLimitError(KennelError):
+    """An API key sent more requests in the last minute than its limit allows."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after  # seconds until a request would be accepted again
+
+
 class StoreError(KennelError):
     """The local model store refused or could not complete an operation."""
 
@@ -102,3 +141,45 @@ class InUseError(StoreError):
 
 class BundleError(StoreError):
     """An export bundle that is malformed, incomplete or unsafe to unpack."""
+
+
+class ServingError(KennelError):
+    """A request the server cannot serve; ``status_code`` is its HTTP status."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(ServingError, ValueError):
+    status_code = 400
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt does not fit the model's context."""
+
+
+class ModelNotServedError(ServingError, LookupError):
+    status_code = 404
+
+
+class QueueFullError(ServingError):
+    status_code = 429
+
+
+class ClientGoneError(ServingError):
+    status_code = 499
+
+
+class ModelLoadError(ServingError):
+    status_code = 500
+
+
+class ModelLoadingError(ServingError):
+    status_code = 503
+
+
+class InsufficientMemoryError(ServingError):
+    status_code = 503

@@ -12,8 +12,11 @@ from kennel.cli import catalog as catalog_cmd
 from kennel.cli import doctor as doctor_cmd
 from kennel.cli import fit as fit_cmd
 from kennel.cli import hw as hw_cmd
+from kennel.cli import run as run_cmd
+from kennel.cli import serve as serve_cmd
 from kennel.cli import store as store_cmd
 from kennel.cli import versions as versions_cmd
+from kennel.cli.keys import keys_app
 from kennel.cli.output import err_console
 from kennel.errors import KennelError
 
@@ -42,6 +45,10 @@ app.command("tag")(versions_cmd.tag_cmd)
 app.command("rollback")(versions_cmd.rollback)
 app.command("history")(versions_cmd.history)
 app.command("diff")(versions_cmd.diff)
+app.command("serve")(serve_cmd.serve)
+app.command("ps")(serve_cmd.ps)
+app.command("run")(run_cmd.run)
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

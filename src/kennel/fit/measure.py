@@ -109,6 +109,32 @@ def synthetic_path(home: KennelHome, shape: ModelShape, types: dict[str, int], q
     return home.synthetic_dir / f"{shape.arch}-{shape.n_layer}L-{shape.n_embd}-{quant}-{digest}.gguf"
 
 
+def build_synthetic(home: KennelHome, built: ModelShape, types: dict[str, int], quant: str, *, weights: int,
+                    progress: Progress | None = None) -> tuple[Path, float]:  # fmt: skip
+    """The synthetic GGUF of this exact shape and quantization (built once, cached); seconds spent building."""
+    path = synthetic_path(home, built, types, quant)
+    if path.exists():
+        return path, 0.0
+    free = shutil.disk_usage(home.ensure().root).free
+    if free < weights + GiB // 2:
+        raise MeasureError(
+            f"Building the {fmt_bytes(weights)} test model needs that much free disk in "
+            f"{home.root}; {fmt_bytes(free)} is free.",
+            hint="Free some space or set KENNEL_HOME elsewhere.",
+        )
+    t0 = time.perf_counter()
+    write_synthetic_gguf(path, built, tensor_types=types, block_cache=home.synthetic_dir / "blocks",
+                         progress=(lambda d, t: progress("build", d, t)) if progress else None)  # fmt: skip
+    return path, time.perf_counter() - t0
+
+
+def synthetic_model(home: KennelHome, shape: ModelShape, quant: str) -> Path:
+    """A shape-realistic model with random weights at a real quantization, for benchmarks."""
+    built, _ = measurable_shape(shape)
+    types = _types_for(shape, built, quant)
+    return build_synthetic(home, built, types, quant, weights=q.weights_bytes(built, types))[0]
+
+
 def measure(
     shape: ModelShape,
     hw: HardwareProfile,
@@ -132,25 +158,9 @@ def measure(
             f"{shape.name} at {quant} does not fit this machine ({fmt_bytes(sized.memory.total)} needed), so it cannot be measured.",
             hint="Measure a smaller quantization or a shorter --ctx.",
         )
-    path = synthetic_path(home, built, types, quant)
-    build_seconds = 0.0
-    if not path.exists():
-        free = shutil.disk_usage(home.ensure().root).free
-        if free < sized.memory.weights + GiB // 2:
-            raise MeasureError(
-                f"Building the {fmt_bytes(sized.memory.weights)} test model needs that much free disk in "
-                f"{home.root}; {fmt_bytes(free)} is free.",
-                hint="Free some space or set KENNEL_HOME elsewhere.",
-            )
-        t0 = time.perf_counter()
-        write_synthetic_gguf(
-            path,
-            built,
-            tensor_types=types,
-            block_cache=home.synthetic_dir / "blocks",
-            progress=(lambda d, t: progress("build", d, t)) if progress else None,
-        )
-        build_seconds = time.perf_counter() - t0
+    path, build_seconds = build_synthetic(
+        home, built, types, quant, weights=sized.memory.weights, progress=progress
+    )
     ngl = sized.placement.gpu_layers if can_offload else 0
     if progress:
         progress("run", 0, 1)

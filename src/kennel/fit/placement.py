@@ -69,7 +69,8 @@ class Placement:
         return sum(d.used for d in self.devices if d.name != "RAM")
 
 
-def _budgets(hw: HardwareProfile) -> tuple[list[int], int]:
+def budgets(hw: HardwareProfile) -> tuple[list[int], int]:
+    """Bytes kennel may plan with: per GPU, and RAM (margins kept free for the rest of the system)."""
     gpus = [max(g.usable_memory - GPU_MARGIN, 0) for g in hw.gpus]
     ram = max(hw.memory.available - RAM_MARGIN, 0)
     return gpus, ram
@@ -135,7 +136,7 @@ def _devices(
 
 def plan(parts: ModelParts, hw: HardwareProfile, *, gpu_offload: bool = True) -> Placement:
     """The placement with the most layers on GPUs that fits, llama.cpp style."""
-    gpu_budgets, ram = _budgets(hw)
+    gpu_budgets, ram = budgets(hw)
     n_total = parts.n_layer + 1
     gpus = list(hw.gpus) if gpu_offload else []
     weights = [g.usable_memory for g in gpus]  # llama.cpp splits by each device's free memory

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from kennel.errors import StoreError
 
-MIGRATIONS: tuple[tuple[str, str], ...] = (
+# (name, SQL) pairs; another database (keys.db) passes its own tuple to connect()/migrate()
+Migrations = tuple[tuple[str, str], ...]
+
+MIGRATIONS: Migrations = (
     (
         "001_blobs",
         """
@@ -88,8 +91,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating) the store database."""
+def connect(path: Path, migrations: Migrations | None = None) -> sqlite3.Connection:
+    """Open (creating and migrating) the store database, or another one with its own migrations
+    (None: the store's MIGRATIONS)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn: sqlite3.Connection | None = None
     try:
@@ -98,7 +102,7 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
-        migrate(conn)
+        migrate(conn, migrations)
     except (sqlite3.DatabaseError, StoreError) as exc:
         if conn is not None:
             conn.close()
@@ -111,18 +115,20 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def migrate(conn: sqlite3.Connection, migrations: Migrations | None = None) -> list[str]:
     """Apply the migrations this database has not seen, in order; return their names."""
+    # looked up at call time, not bound as a default, so MIGRATIONS stays the one source (and patchable)
+    migrations = MIGRATIONS if migrations is None else migrations
     conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     done = {r[0] for r in conn.execute("SELECT name FROM migrations")}
-    unknown = done - {name for name, _ in MIGRATIONS}
+    unknown = done - {name for name, _ in migrations}
     if unknown:
         raise StoreError(
             f"The store was written by a newer kennel (migrations {', '.join(sorted(unknown))}).",
             hint="Upgrade kennel, or point KENNEL_HOME at another folder.",
         )
     applied = []
-    for name, sql in MIGRATIONS:
+    for name, sql in migrations:
         if name in done:
             continue
         with transaction(conn):

@@ -22,12 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kennel.errors import InvalidOptionError
 
 
-class Sampling(BaseModel):
-    """Default sampling for requests that do not set their own (OpenAI/llama.cpp names)."""
+class SamplingFields(BaseModel):
+    """Sampling knobs with OpenAI's (and llama.cpp's) names and ranges, shared by profiles and
+    API requests; None means "not set here"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float | None = Field(default=None, ge=0, le=5)
+    temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     min_p: float | None = Field(default=None, ge=0, le=1)
@@ -35,6 +34,13 @@ class Sampling(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     seed: int | None = None
+
+
+class Sampling(SamplingFields):
+    """Default sampling for requests that do not set their own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     max_tokens: int | None = Field(default=None, ge=1)
     stop: tuple[str, ...] | None = None
 

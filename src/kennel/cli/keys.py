@@ -1,0 +1,120 @@
+"""`kennel keys create`, `ls`, `revoke`: API keys for the OpenAI-compatible server.
+
+A secret is printed once, by `create`, alone on stdout (so ``KEY=$(kennel keys create ci)`` works);
+everything else goes to stderr there. No other command prints a secret or its hash.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.table import Table
+
+from kennel.cli.output import console, err_console, print_json
+from kennel.server.keys import ApiKey, KeyStore, parse_expires, utcnow
+from kennel.settings import KennelHome
+
+JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+
+keys_app = typer.Typer(
+    name="keys",
+    help="API keys for `kennel serve`: create (the secret is shown once), ls, revoke.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def open_keys() -> KeyStore:
+    return KeyStore.open(KennelHome.from_env())
+
+
+def _summary(key: ApiKey) -> str:
+    models = ", ".join(key.models) if key.models else "all"
+    rpm = f"{key.rpm}/min" if key.rpm is not None else "unlimited"
+    expires = key.expires_at.isoformat(timespec="minutes") if key.expires_at else "never"
+    return f"models: {models}; requests: {rpm}; expires: {expires}"
+
+
+@keys_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="A name for the key, e.g. ci or alice-laptop."),
+    models: str | None = typer.Option(
+        None, "--models", help="Comma-separated models the key may use (default: all)."
+    ),
+    model: list[str] | None = typer.Option(
+        None, "--model", help="A model the key may use; repeat for more. NAME, NAME:TAG or NAME@VERSION."
+    ),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (default: unlimited)."),
+    expires: str | None = typer.Option(
+        None, "--expires", help="30d, 12h, 2w or a date like 2027-01-31 (default: never)."
+    ),
+    json_out: bool = JSON,
+) -> None:
+    """Create an API key. Its secret is printed once: kennel keeps only a hash of it."""
+    when = parse_expires(expires) if expires is not None else None
+    with open_keys() as keys:
+        key, secret = keys.create(name, models=[*(model or []), *([models] if models else [])],
+                                  rpm=rpm, expires=when)  # fmt: skip
+    if json_out:
+        print_json("keys.create", {"key": key.to_dict(), "secret": secret})
+        return
+    err = err_console()
+    err.print(f"[green]✓[/] Created API key [bold]{key.name}[/] ({_summary(key)}).")
+    sys.stdout.write(secret + "\n")
+    sys.stdout.flush()
+    err.print(
+        "[yellow]Copy this key now: it cannot be shown again.[/] "
+        "Clients send it as 'Authorization: Bearer <key>'. Lost it? kennel keys revoke, then create another."
+    )
+
+
+@keys_app.command("ls")
+def ls(
+    all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    json_out: bool = JSON,
+) -> None:
+    """List API keys: name, prefix, models, limit, expiry, state. Never the secrets."""
+    with open_keys() as keys:
+        listed = keys.list(include_revoked=all_keys)
+    now = utcnow()
+    if json_out:
+        print_json("keys.ls", {"keys": [k.to_dict(now) for k in listed]})
+        return
+    if not listed:
+        console().print("No API keys. Create one: kennel keys create NAME")
+        return
+    t = Table(header_style="bold", box=None, pad_edge=False)
+    for col in ("name", "prefix", "models", "rpm", "expires", "state", "created", "by"):
+        t.add_column(col, justify="right" if col == "rpm" else "left")
+    for k in listed:
+        state = k.state(now)
+        colour = {"active": "green", "expired": "yellow", "revoked": "red"}[state]
+        t.add_row(
+            k.name,
+            k.prefix + "…",
+            ", ".join(k.models) if k.models else "all",
+            str(k.rpm) if k.rpm is not None else "-",
+            k.expires_at.isoformat(timespec="minutes") if k.expires_at else "never",
+            f"[{colour}]{state}[/]",
+            k.created_at.isoformat(timespec="minutes"),
+            k.created_by,
+        )
+    console().print(t)
+
+
+@keys_app.command("revoke")
+def revoke(
+    name: str = typer.Argument(..., help="The key's name, as `kennel keys ls` shows it."),
+    json_out: bool = JSON,
+) -> None:
+    """Revoke an API key: a running server refuses it from its next request on."""
+    with open_keys() as keys:
+        key = keys.revoke(name)
+    if json_out:
+        print_json("keys.revoke", {"key": key.to_dict()})
+        return
+    console().print(
+        f"[green]✓[/] Revoked API key [bold]{key.name}[/] ({key.prefix}…). Requests with it now get 401."
+    )

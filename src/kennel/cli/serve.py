@@ -1,0 +1,134 @@
+"""`kennel serve` (the private OpenAI-compatible API) and `kennel ps` (what a server has loaded)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import httpx
+import typer
+from rich.table import Table
+
+from kennel.cli.output import console, err_console, print_json, status
+from kennel.errors import InvalidOptionError, RemoteError
+from kennel.server.keys import KeyStore
+from kennel.server.settings import ModelEntry, ServeSettings, load_settings
+from kennel.settings import KennelHome
+from kennel.units import fmt_bytes
+
+
+def serve(
+    model: list[str] = typer.Option(
+        [], "--model", help="A store NAME[:TAG|@V] or a .gguf path (repeatable)."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="YAML: host, port, models: [{model, name, ctx, pinned, keep_alive, preload}], ...",
+    ),
+    host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 8484)."),
+    ctx: int | None = typer.Option(
+        None, "--ctx", min=64, help="Context for the --model models (default: profile's or 8192)."
+    ),
+    preload: bool = typer.Option(False, "--preload", help="Load the --model models at start."),
+    max_loaded: int | None = typer.Option(
+        None, "--max-loaded", min=1, help="Most models loaded at once (default 4)."
+    ),
+    max_queue: int | None = typer.Option(
+        None, "--max-queue", min=1, help="Requests per model queued or running before 429 (default 16)."
+    ),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback bind without API keys."),
+    log_content: bool = typer.Option(
+        False, "--log-content", help="Log prompt and completion text (off by default)."
+    ),
+) -> None:
+    """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
+    with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
+    entries = [ModelEntry(model=m, ctx=ctx, preload=preload) for m in model] or None
+    settings = load_settings(config, host=host, port=port, models=entries, max_loaded=max_loaded,
+                             max_queue=max_queue, insecure=insecure, log_content=log_content)  # fmt: skip
+    home = KennelHome.from_env()
+    _check_security(settings, home)
+    app, specs = _build(settings, home)
+    url = f"http://{settings.host}:{settings.port}"
+    c = err_console()
+    c.print(f"[bold]kennel serve[/] on {url}/v1 ({len(specs)} model{'s' if len(specs) != 1 else ''})")
+    for s in specs:
+        where = f"{s.plan.n_gpu_layers} layers on GPU" if s.plan.n_gpu_layers else "CPU"
+        c.print(f"  {s.name}: {s.plan.path.name}, ctx {s.plan.n_ctx}, {where}, needs {s.memory.describe()}"
+                + (" [dim](embeddings)[/]" if s.plan.embedding else ""))  # fmt: skip
+    c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def _check_security(settings: ServeSettings, home: KennelHome) -> None:
+    if not settings.models:
+        raise InvalidOptionError("Nothing to serve.",
+                                 hint="Give --model NAME (see `kennel ls`) or a --config file with a models: list.")  # fmt: skip
+    if settings.is_loopback() or settings.insecure:
+        return
+    with KeyStore.open(home) as keys:
+        if not keys.list():
+            raise InvalidOptionError(
+                f"Refusing to serve on {settings.host} without API keys: anyone on the network could use it.",
+                hint="Create one with `kennel keys create NAME`, or pass --insecure if a proxy handles auth.",
+            )
+
+
+def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untyped-def]
+    from kennel.engines.llamacpp import LlamaCppEngine
+    from kennel.hardware.probe import probe
+    from kennel.server.app import create_app
+    from kennel.server.models import memory_budget, model_spec
+
+    with status("Probing hardware and planning placements…"):
+        hw = probe(home)
+        specs = [model_spec(e.model, home=home, hw=hw, name=e.name, ctx=e.ctx, pinned=e.pinned,
+                            keep_alive=e.keep_alive) for e in settings.models]  # fmt: skip
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InvalidOptionError(f"Two models are served under one name: {', '.join(names)}.",
+                                 hint="Give each a distinct `name:` in the config.")  # fmt: skip
+    app = create_app(settings, specs, budget=memory_budget(hw), home=home,
+                     engine_factory=lambda spec: LlamaCppEngine(spec.plan, name=spec.name))  # fmt: skip
+    return app, specs
+
+
+def ps(
+    url: str = typer.Option("http://127.0.0.1:8484", "--url", help="The server to ask."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """What a running `kennel serve` has loaded: memory, queue, keep-alive (KENNEL_API_KEY for keys)."""
+    headers = (
+        {"Authorization": f"Bearer {os.environ['KENNEL_API_KEY']}"}
+        if os.environ.get("KENNEL_API_KEY")
+        else {}
+    )
+    try:
+        r = httpx.get(url.rstrip("/") + "/kennel/ps", headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise RemoteError(
+            f"No kennel server answers at {url} ({exc}).", hint="Start one with `kennel serve --model NAME`."
+        ) from exc
+    if r.status_code != 200:
+        raise RemoteError(
+            f"{url} answered HTTP {r.status_code}: {r.text[:200]}",
+            hint="Set KENNEL_API_KEY if it needs a key.",
+        )
+    doc = r.json()
+    if json_out:
+        print_json("ps", doc)
+        return
+    t = Table(header_style="bold", box=None, pad_edge=False)
+    for col in ("model", "state", "RAM", "VRAM", "ctx", "running", "waiting", "unloads in", "pinned"):
+        t.add_column(col)
+    for m in doc["models"]:
+        t.add_row(m["model"], m["state"], fmt_bytes(m["ram_bytes"]), fmt_bytes(sum(m["vram_bytes"])), str(m["context"]),
+                  str(m["running"]), str(m["waiting"]), "-" if m["unloads_in_s"] is None else f"{m['unloads_in_s']:.0f} s",
+                  "yes" if m["pinned"] else "")  # fmt: skip
+    console().print(t)

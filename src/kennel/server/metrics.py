@@ -1,0 +1,73 @@
+"""Prometheus metrics, named kennel_* in the spirit of vLLM's (vllm:time_to_first_token_seconds...).
+
+One registry per app (no module-level state). Counters and histograms are updated by the
+request handlers; the pool's state (queue depth, running requests, loaded models and their
+memory) is read at scrape time by a collector, so it can never drift from the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kennel.server.pool import Pool
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, pool: Pool) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("kennel_requests", "Requests by model, endpoint and HTTP status.",
+                                ["model", "endpoint", "status"], registry=r)  # fmt: skip
+        self.prompt_tokens = Counter(
+            "kennel_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "kennel_generation_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.ttft = Histogram("kennel_time_to_first_token_seconds", "Time from request to first token.",
+                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.itl = Histogram("kennel_inter_token_latency_seconds", "Time between streamed tokens.",
+                             ["model"], buckets=_ITL_BUCKETS, registry=r)  # fmt: skip
+        self.duration = Histogram("kennel_request_duration_seconds", "End-to-end request time.",
+                                  ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.queue_time = Histogram("kennel_request_queue_time_seconds", "Time waiting for the model's turn.",
+                                    ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        r.register(_PoolCollector(pool))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily(
+            "kennel_requests_waiting", "Requests queued for a model.", labels=["model"]
+        )
+        running = GaugeMetricFamily("kennel_requests_running", "Requests being generated.", labels=["model"])
+        loaded = GaugeMetricFamily(
+            "kennel_model_loaded", "1 when the model is loaded and warm.", labels=["model"]
+        )
+        memory = GaugeMetricFamily("kennel_model_memory_bytes", "Estimated memory a loaded model holds.",
+                                   labels=["model", "kind"])  # fmt: skip
+        loads = GaugeMetricFamily(
+            "kennel_model_loads", "Times the model was loaded since start.", labels=["model"]
+        )
+        for name, s in self.pool.slots.items():
+            waiting.add_metric([name], s.waiting)
+            running.add_metric([name], s.running)
+            ready = s.state == "ready"
+            loaded.add_metric([name], 1.0 if ready else 0.0)
+            memory.add_metric([name, "ram"], s.spec.memory.ram if ready else 0)
+            memory.add_metric([name, "vram"], sum(s.spec.memory.vram) if ready else 0)
+            loads.add_metric([name], s.loads)
+        yield from (waiting, running, loaded, memory, loads)

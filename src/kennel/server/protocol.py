@@ -1,0 +1,163 @@
+"""OpenAI request bodies, validated at the edge. Unknown fields are accepted and ignored (clients
+send many), but known fields of the wrong type or out of range are a 400."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from kennel.engines.base import Message, Sampling
+from kennel.store.profile import Sampling as ProfileSampling
+from kennel.store.profile import SamplingFields
+
+MAX_TOKENS_LIMIT = 1 << 20
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Body):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+
+
+def merge_sampling(
+    defaults: ProfileSampling,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    repeat_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    seed: int | None = None,
+    stop: str | Sequence[str] | None = None,
+    max_tokens: int | None = None,
+    logit_bias: tuple[tuple[int, float], ...] = (),
+    json_schema: str | None = None,
+    json_mode: bool = False,
+) -> Sampling:
+    """What a request asks for (None: not set) over the model's profile defaults over the
+    engine's. Shared by the server and `kennel run`, so a model answers alike in both."""
+    base = Sampling()
+
+    def pick(name: str, mine: Any) -> Any:
+        if mine is not None:
+            return mine
+        return getattr(defaults, name) if getattr(defaults, name) is not None else getattr(base, name)
+
+    stops = stop if stop is not None else list(defaults.stop or ())
+    return Sampling(
+        temperature=pick("temperature", temperature), top_p=pick("top_p", top_p), top_k=pick("top_k", top_k),
+        min_p=pick("min_p", min_p), repeat_penalty=pick("repeat_penalty", repeat_penalty),
+        presence_penalty=pick("presence_penalty", presence_penalty),
+        frequency_penalty=pick("frequency_penalty", frequency_penalty), seed=pick("seed", seed),
+        stop=tuple([stops] if isinstance(stops, str) else stops),
+        max_tokens=max_tokens or defaults.max_tokens,
+        logit_bias=logit_bias, json_schema=json_schema, json_mode=json_mode,
+    )  # fmt: skip
+
+
+class _Sampled(_Body, SamplingFields):
+    model: str = Field(min_length=1, max_length=256)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    stop: str | list[str] | None = None
+    logit_bias: dict[str, float] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    keep_alive: str | int | None = None  # Ollama's: "5m", seconds, 0 unloads after, -1 forever
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 16:
+            raise ValueError("at most 16 stop sequences")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for k, b in (v or {}).items():
+            if not k.lstrip("-").isdigit() or not -100 <= b <= 100:
+                raise ValueError("logit_bias maps token ids (as strings) to values in [-100, 100]")
+        return v
+
+    def sampling(self, defaults: ProfileSampling) -> Sampling:
+        """Request values over the model's profile defaults over the engine's."""
+        schema, json_mode = None, False
+        if self.response_format and self.response_format.type == "json_schema":
+            if self.response_format.json_schema is None:
+                raise ValueError("response_format json_schema needs a json_schema object")
+            schema = json.dumps(self.response_format.json_schema.schema_)
+        elif self.response_format and self.response_format.type == "json_object":
+            json_mode = True
+        return merge_sampling(
+            defaults, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty, seed=self.seed, stop=self.stop,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+            json_schema=schema, json_mode=json_mode,
+        )  # fmt: skip
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(_Sampled):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+
+    def engine_messages(self, system: str | None) -> list[Message]:
+        msgs = [Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages]
+        if system and not any(m.role == "system" for m in msgs):
+            msgs.insert(0, Message("system", system))
+        return msgs
+
+
+class CompletionRequest(_Sampled):
+    prompt: str | list[str] = Field(min_length=1)
+    echo: bool = False
+
+    def text(self) -> str:
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise ValueError("kennel takes one prompt per request")
+            return self.prompt[0]
+        return self.prompt
+
+
+class EmbeddingRequest(_Body):
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
+
+    def texts(self) -> list[str]:
+        items = [self.input] if isinstance(self.input, str) else self.input
+        if not items or len(items) > 2048 or any(not t for t in items):
+            raise ValueError("input must be 1 to 2048 non-empty strings")
+        return items

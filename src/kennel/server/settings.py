@@ -1,0 +1,81 @@
+"""`kennel serve` settings from one definition: defaults < YAML config file < KENNEL_* environment
+variables < command-line flags. The CLI flags are the same field names, so the three never
+disagree (KENNEL_PORT=9000 and `--port 9000` and `port: 9000` mean the same thing)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kennel.errors import InvalidOptionError
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="A store model NAME[:TAG|@VERSION] or a .gguf path.")
+    name: str | None = Field(default=None, description="The id clients use (default: the model's name).")
+    ctx: int | None = Field(default=None, ge=64, description="Context size (default: profile's, else 8192).")
+    pinned: bool = Field(default=False, description="Never unloaded to make room for another model.")
+    keep_alive: float = Field(default=300.0, description="Seconds idle before unloading; -1 keeps it loaded.")
+    preload: bool = Field(default=False, description="Load at start instead of on first request.")
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KENNEL_", extra="forbid")
+
+    host: str = Field(
+        default="127.0.0.1", description="Address to bind; non-loopback needs API keys or insecure."
+    )
+    port: int = Field(default=8484, ge=1, le=65535)
+    models: list[ModelEntry] = Field(default_factory=list)
+    max_loaded: int = Field(default=4, ge=1, description="Most models loaded at once.")
+    max_queue: int = Field(default=16, ge=1, description="Requests queued or running per model before 429.")
+    queue_timeout: float = Field(default=300.0, gt=0, description="Seconds a request may wait for its turn.")
+    request_timeout: float = Field(default=600.0, gt=0, description="Seconds a generation may run.")
+    insecure: bool = Field(default=False, description="Allow a non-loopback bind without API keys.")
+    log_content: bool = Field(
+        default=False, description="Log prompt and completion text (off: metadata only)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (none by default)."
+    )
+
+    def is_loopback(self) -> bool:
+        if self.host in ("localhost", ""):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def load_settings(config: Path | None, **flags: Any) -> ServeSettings:
+    """Flags given (not None) override KENNEL_* variables, which override the config file."""
+    file_values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            file_values = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidOptionError(f"Cannot read the server config {config}: {exc}.") from exc
+        if not isinstance(file_values, dict):
+            raise InvalidOptionError(f"{config} must be a YAML mapping (host, port, models: [...]).")
+    given = {k: v for k, v in flags.items() if v is not None and v != [] and v is not False}
+    try:
+        env_only = ServeSettings()  # reads KENNEL_* over the defaults
+        merged = {**file_values, **{k: getattr(env_only, k) for k in _env_fields()}, **given}
+        return ServeSettings(**merged)  # init values win over the environment
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidOptionError(f"Invalid server settings: {problems}.",
+                                 hint="See `kennel serve --help` for the settings and their ranges.") from exc  # fmt: skip
+
+
+def _env_fields() -> list[str]:
+    return [f for f in ServeSettings.model_fields if f"KENNEL_{f.upper()}" in os.environ]

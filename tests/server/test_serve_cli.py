@@ -1,0 +1,94 @@
+"""`kennel serve` as a user starts it: settings from flags, KENNEL_* and a YAML file agree;
+refusing to expose a keyless server; the openai client and `kennel ps` against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from kennel.errors import InvalidOptionError
+from kennel.server.settings import load_settings
+from tests.server.serverkit import free_port
+
+KENNEL = [sys.executable, "-m", "kennel.cli.main"]
+
+
+def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        "port: 9001\nmax_queue: 3\nmodels:\n  - {model: qwen2.5-0.5b, pinned: true, keep_alive: -1}\n"
+    )
+    s = load_settings(cfg)
+    assert s.port == 9001 and s.max_queue == 3 and s.models[0].pinned and s.host == "127.0.0.1"
+    monkeypatch.setenv("KENNEL_PORT", "9002")
+    assert load_settings(cfg).port == 9002  # environment over the file
+    assert load_settings(cfg, port=9003).port == 9003  # flags over both
+    monkeypatch.delenv("KENNEL_PORT")
+    cfg.write_text("port: 70000\n")
+    with pytest.raises(InvalidOptionError, match="port"):
+        load_settings(cfg)
+    cfg.write_text("colour: blue\n")
+    with pytest.raises(InvalidOptionError, match="colour"):
+        load_settings(cfg)
+
+
+def test_refuses_network_bind_without_keys(make_model) -> None:  # type: ignore[no-untyped-def]
+    path, _ = make_model()
+    r = subprocess.run([*KENNEL, "serve", "--model", str(path), "--host", "0.0.0.0"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "without API keys" in r.stderr and "kennel keys create" in r.stderr
+    r = subprocess.run([*KENNEL, "serve"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Nothing to serve" in r.stderr
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(180)
+def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """From `kennel import` to a working private API used by the openai client."""
+    path, _ = make_model()
+    assert (
+        subprocess.run(
+            [*KENNEL, "import", str(path), "--name", "tiny"], capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )
+    port = free_port()
+    proc = subprocess.Popen([*KENNEL, "serve", "--model", "tiny", "--port", str(port), "--ctx", "256", "--preload"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("server never became ready")
+        with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
+            r = c.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
+        assert r.usage is not None and r.usage.completion_tokens <= 4
+        ps = subprocess.run(
+            [*KENNEL, "ps", "--url", url, "--json"], capture_output=True, text=True, timeout=60
+        )
+        doc = json.loads(ps.stdout)
+        assert doc["models"][0]["model"] == "tiny" and doc["models"][0]["state"] == "ready"
+        rm = subprocess.run([*KENNEL, "rm", "tiny"], capture_output=True, text=True, timeout=60)
+        assert rm.returncode == 2 and "kennel serve" in rm.stderr  # loaded by the running server
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert b"hi" not in err  # prompt text is never logged by default
+    assert b'"status": 200' in err and b'"completion_tokens"' in err
