@@ -13,6 +13,7 @@ layer will turn them into OpenAI's error envelope.
     │   └── UnsupportedModelError   a config.json / GGUF architecture kennel cannot size
     ├── RemoteError                 the hub or a URL failed (network, 5xx, auth)
     ├── HardwareSpecError           a what-if GPU or profile kennel does not know
+    ├── ClassifierUnavailableError  the guard's ONNX classifier needs onnxruntime/tokenizers (also ImportError)
     ├── MeasureError                a measured run (``kennel fit --measure``) failed
     ├── AuthError                   HTTP 401: a missing, wrong, revoked or expired API key
     ├── ForbiddenError              HTTP 403: a valid API key not allowed to use that model
@@ -25,7 +26,8 @@ layer will turn them into OpenAI's error envelope.
     │   ├── ClientGoneError         499: the client disconnected before its answer (nginx's code)
     │   ├── ModelLoadError          500: llama.cpp refused to load the model
     │   ├── ModelLoadingError       503: the model is loading or busy and the client will not wait
-    │   └── InsufficientMemoryError 503: loading would overcommit RAM or VRAM
+    │   ├── InsufficientMemoryError 503: loading would overcommit RAM or VRAM
+    │   └── PromptInjectionError    400: the prompt-injection guard (mode "block") refused the input
     └── StoreError                  the local model store refused or failed an operation
         ├── InvalidNameError        a model name or tag with '..', slashes or shell characters
         ├── NotInStoreError         no such model, version or tag in the store (also LookupError)
@@ -183,3 +185,19 @@ class ModelLoadingError(ServingError):
 
 class InsufficientMemoryError(ServingError):
     status_code = 503
+
+
+class PromptInjectionError(ServingError):
+    """The prompt-injection guard, in mode "block", found an injection in the request. The envelope
+    type is ``error_type``; ``labels`` name what matched (override, reveal_prompt, ...) for logs."""
+
+    status_code = 400
+    error_type = "prompt_injection"
+
+    def __init__(self, message: str, *, hint: str | None = None, labels: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.labels = labels
+
+
+class ClassifierUnavailableError(KennelError, ImportError):
+    """onnxruntime or tokenizers is not installed, so no ONNX classifier can run."""

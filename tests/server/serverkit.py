@@ -34,7 +34,9 @@ def spec_for(
     path: Path, home: KennelHome, *, name: str, ctx: int = 512, embedding: bool = False
 ) -> ModelSpec:
     spec = model_spec(str(path), home=home, hw=what_if(ram=16 * GiB, cpu_cores=2), name=name, ctx=ctx)
-    return replace(spec, plan=replace(spec.plan, embedding=embedding, pooling=1 if embedding else -1, n_threads=2))
+    return replace(
+        spec, plan=replace(spec.plan, embedding=embedding, pooling=1 if embedding else -1, n_threads=2)
+    )
 
 
 @contextmanager

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kennel.engines.base import Capabilities, Delta, Embeddings, LoadPlan, Message, Sampling
+from kennel.engines.base import Delta, LoadPlan, Message, Sampling
 from kennel.server.pool import Memory, ModelSpec
 from kennel.settings import KennelHome
+from tests.server.fakes import FakeEngineBase
 from tests.server.serverkit import running_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,23 +30,13 @@ class Gate:
         self.load_delay = 0.0
 
 
-class FakeEngine:
+class FakeEngine(FakeEngineBase):
     def __init__(self, spec: ModelSpec, gate: Gate) -> None:
-        self.capabilities = Capabilities()
-        self.n_ctx = spec.plan.n_ctx
+        super().__init__(spec)
         self.gate = gate
 
     async def load(self) -> None:
         await asyncio.sleep(self.gate.load_delay)
-
-    async def unload(self) -> None:
-        pass
-
-    def healthy(self) -> bool:
-        return True
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
     async def _gen(self) -> AsyncIterator[Delta]:
         while not self.gate.open.is_set():
@@ -58,9 +49,6 @@ class FakeEngine:
 
     def complete(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
         return self._gen()
-
-    async def embed(self, texts: Sequence[str]) -> Embeddings:
-        return Embeddings(((0.0,),), 1)
 
 
 def _spec(name: str, ram: int = 1 << 20) -> ModelSpec:

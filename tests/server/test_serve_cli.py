@@ -92,3 +92,18 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
         _, err = proc.communicate(timeout=30)
     assert b"hi" not in err  # prompt text is never logged by default
     assert b'"status": 200' in err and b'"completion_tokens"' in err
+
+
+def test_scheduled_checkups_are_checked_at_start(make_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path, _ = make_model()
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(
+        f"models: [{{model: {path}}}]\ncheckups:\n  - {{cron: 'at seven', notify: ['webhook:http://127.0.0.1:9/x']}}\n"
+    )
+    r = subprocess.run([*KENNEL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cron expression" in r.stderr
+    cfg.write_text(
+        f"models: [{{model: {path}}}]\ncheckups:\n  - {{cron: '0 7 * * *', notify: ['pager:123']}}\n"
+    )
+    r = subprocess.run([*KENNEL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "slack:" in r.stderr

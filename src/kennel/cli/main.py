@@ -16,6 +16,7 @@ from kennel.cli import run as run_cmd
 from kennel.cli import serve as serve_cmd
 from kennel.cli import store as store_cmd
 from kennel.cli import versions as versions_cmd
+from kennel.cli.checkup import checkup_app
 from kennel.cli.keys import keys_app
 from kennel.cli.output import err_console
 from kennel.errors import KennelError
@@ -49,6 +50,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("ps")(serve_cmd.ps)
 app.command("run")(run_cmd.run)
 app.add_typer(keys_app, name="keys")
+app.add_typer(checkup_app, name="checkup")
 
 
 def _version(value: bool) -> None:

@@ -70,6 +70,7 @@ def _check_security(settings: ServeSettings, home: KennelHome) -> None:
     if not settings.models:
         raise InvalidOptionError("Nothing to serve.",
                                  hint="Give --model NAME (see `kennel ls`) or a --config file with a models: list.")  # fmt: skip
+    _check_checkups(settings)
     if settings.is_loopback() or settings.insecure:
         return
     with KeyStore.open(home) as keys:
@@ -78,6 +79,20 @@ def _check_security(settings: ServeSettings, home: KennelHome) -> None:
                 f"Refusing to serve on {settings.host} without API keys: anyone on the network could use it.",
                 hint="Create one with `kennel keys create NAME`, or pass --insecure if a proxy handles auth.",
             )
+
+
+def _check_checkups(settings: ServeSettings) -> None:
+    """Bad schedules, suites or channels fail at start, not silently at 7 a.m."""
+    from kennel.checkup.alerts import parse_channel
+    from kennel.checkup.schedule import check_cron
+    from kennel.checkup.suite import load_suite
+
+    for entry in settings.checkups:
+        check_cron(entry.cron)
+        if entry.suite is not None:
+            load_suite(entry.suite)
+        for channel in entry.notify:
+            parse_channel(channel)
 
 
 def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untyped-def]

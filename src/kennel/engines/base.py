@@ -65,7 +65,7 @@ class Delta:
     """A piece of a streamed answer; the last one carries finish_reason and the token counts."""
 
     text: str = ""
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kennel.errors import AuthError, KennelError, ServingError
+from kennel.guard.policy import Guard
 from kennel.server.keys import ApiKey, KeyStore
 from kennel.server.metrics import Metrics
 from kennel.server.pool import EngineFactory, Memory, ModelSpec, Pool
@@ -43,14 +44,33 @@ class AppState:
     keys: KeyStore | None  # None: no keys exist, loopback only
     limiter: RateLimiter
     started: float
+    guards: dict[str, Guard] = field(default_factory=dict)  # model -> its guard (built once per mode)
+
+    def guard(self, model: str) -> Guard:
+        return self.guards.get(model) or self.guards["*"]
+
+
+def _guards(settings: ServeSettings, specs: list[ModelSpec]) -> dict[str, Guard]:
+    """One Guard per mode in use (compiling the phrase tables is the costly part), mapped per model."""
+    by_mode: dict[str, Guard] = {}
+
+    def get(mode: str) -> Guard:
+        if mode not in by_mode:
+            by_mode[mode] = Guard(mode)  # type: ignore[arg-type]
+        return by_mode[mode]
+
+    out = {"*": get(settings.guard)}
+    for entry, spec in zip(settings.models, specs, strict=False):
+        out[spec.name] = get(entry.guard or settings.guard)
+    return out
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                   retry_after: float | None = None) -> JSONResponse:  # fmt: skip
+                   retry_after: float | None = None, type_: str | None = None) -> JSONResponse:  # fmt: skip
     body = {
         "error": {
             "message": message,
-            "type": _TYPES.get(status, "server_error"),
+            "type": type_ or _TYPES.get(status, "server_error"),
             "param": param,
             "code": code,
         }
@@ -63,7 +83,9 @@ def kennel_error_response(exc: KennelError) -> JSONResponse:
     status = int(getattr(exc, "status_code", 400))
     text = exc.message + (f" {exc.hint}" if exc.hint else "")
     code = type(exc).__name__.removesuffix("Error").lower() or None
-    return error_response(status, text, code=code, retry_after=getattr(exc, "retry_after", None))
+    # some errors carry their own type (prompt_injection): clients branch on it
+    return error_response(status, text, code=code, retry_after=getattr(exc, "retry_after", None),
+                          type_=getattr(exc, "error_type", None))  # fmt: skip
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -107,17 +129,19 @@ def create_app(
         on_change = _lease_writer(kennel_home)
         pool = Pool(specs, budget=budget, engine_factory=engine_factory, max_loaded=settings.max_loaded,
                     max_queue=settings.max_queue, queue_timeout=settings.queue_timeout, on_change=on_change)  # fmt: skip
-        app.state.kennel = AppState(settings, pool, Metrics(pool), keys, RateLimiter(), time.monotonic())
+        app.state.kennel = AppState(settings, pool, Metrics(pool), keys, RateLimiter(), time.monotonic(),
+                                    _guards(settings, specs))  # fmt: skip
         for entry, spec in zip(settings.models, specs, strict=False):
             if entry.preload or spec.pinned:
                 await pool.ensure_loaded(pool.slot(spec.name))
-        reaper = asyncio.create_task(_reap(pool))
+        tasks = [asyncio.create_task(_reap(pool)), *_scheduled_checkups(settings, specs, kennel_home)]
         try:
             yield
         finally:
-            reaper.cancel()
-            with suppress(asyncio.CancelledError):
-                await reaper
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
             keys.close()
             on_change(set())
@@ -143,6 +167,21 @@ class _JsonBodies:
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+def _scheduled_checkups(
+    settings: ServeSettings, specs: list[ModelSpec], home: KennelHome
+) -> list[asyncio.Task[None]]:
+    from kennel.checkup.scheduler import Scheduled, run_forever
+
+    host = "127.0.0.1" if settings.is_loopback() or settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}/v1"
+    tasks = []
+    for entry in settings.checkups:
+        job = Scheduled(cron=entry.cron, model=entry.model or specs[0].name, suite=entry.suite,
+                        notify=tuple(entry.notify), fail_threshold=entry.fail_threshold, api_key=entry.key)  # fmt: skip
+        tasks.append(asyncio.create_task(run_forever(job, base, home)))
+    return tasks
 
 
 async def _reap(pool: Pool) -> None:

@@ -39,6 +39,8 @@ class Metrics:
                                   ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         self.queue_time = Histogram("kennel_request_queue_time_seconds", "Time waiting for the model's turn.",
                                     ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.guard = Counter("kennel_guard_decisions", "Prompt-injection guard decisions by model.",
+                             ["model", "decision"], registry=r)  # fmt: skip
         r.register(_PoolCollector(pool))
 
     def render(self) -> bytes:

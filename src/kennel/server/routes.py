@@ -25,6 +25,8 @@ from sse_starlette.sse import EventSourceResponse
 
 from kennel.engines.base import Delta
 from kennel.errors import ClientGoneError, InvalidRequestError, KennelError
+from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
+from kennel.guard.policy import Verdict
 from kennel.server.app import AppState, authenticate, check_key, kennel_error_response
 from kennel.server.keys import ApiKey
 from kennel.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, _Sampled
@@ -121,6 +123,49 @@ class _Run:
         self.stack = AsyncExitStack()
         self.prompt_tokens = self.completion_tokens = 0
         self.status = 200
+        self.guard: Verdict | None = None
+        self.canary: CanaryWatch | None = None
+        self._leak_counted = False
+
+    async def check_guard(self, messages: list[tuple[str, str | None]]) -> None:
+        """Scan the untrusted input; count the decision; refuse it in block mode."""
+        guard = self.state.guard(self.body.model)
+        if guard.mode == "off":
+            return
+        size = sum(len(c or "") for _, c in messages)
+        # ~1 µs a character: long inputs are scanned off the event loop so other requests flow
+        v = self.guard = (guard.scan_messages(messages) if size < 20_000
+                          else await asyncio.to_thread(guard.scan_messages, messages))  # fmt: skip
+        decision = (
+            "blocked" if v.blocked else "flagged" if v.flagged else "suspicious" if v.suspicious else "clean"
+        )
+        self.state.metrics.guard.labels(self.body.model, decision).inc()
+        if v.blocked:
+            self.status = 400
+            self.state.metrics.requests.labels(self.body.model, self.endpoint, "400").inc()
+            self._log()
+            v.raise_if_blocked()
+
+    def system_with_canary(self, system: str | None) -> str | None:
+        """The profile's system prompt with a canary when the guard flags or blocks: a model that
+        repeats it has leaked its instructions."""
+        if system and self.state.guard(self.body.model).mode in ("flag", "block"):
+            canary = make_canary()
+            self.canary = CanaryWatch(canary)
+            return embed_canary(system, canary)
+        return system
+
+    def _leak(self) -> bool:
+        """The canary appeared: count it; True when the guard blocks (the answer stops here)."""
+        if not self._leak_counted:
+            self._leak_counted = True
+            self.state.metrics.guard.labels(self.body.model, "canary_leak").inc()
+        return self.state.guard(self.body.model).mode == "block"
+
+    def headers(self) -> dict[str, str] | None:
+        if self.guard is not None and self.guard.flagged:
+            return {"X-Kennel-Guard": f"flagged; {','.join(self.guard.labels)}"}
+        return None
 
     async def start(self, request: Request) -> Any:
         engine = await self.stack.enter_async_context(
@@ -149,10 +194,22 @@ class _Run:
         m.duration.labels(model, self.endpoint).observe(time.monotonic() - self.t0)
         m.prompt_tokens.labels(model).inc(self.prompt_tokens)
         m.generation_tokens.labels(model).inc(self.completion_tokens)
-        log.info(json.dumps({"endpoint": self.endpoint, "model": model, "key": self.key.name if self.key else None,
-                             "status": self.status, "prompt_tokens": self.prompt_tokens,
-                             "completion_tokens": self.completion_tokens,
-                             "latency_ms": round((time.monotonic() - self.t0) * 1000)}))  # fmt: skip
+        self._log()
+
+    def _log(self) -> None:
+        guard = None
+        if self.guard is not None and self.guard.suspicious:
+            guard = {
+                "flagged": self.guard.flagged,
+                "blocked": self.guard.blocked,
+                "labels": list(self.guard.labels),
+            }
+        if self.canary is not None and self.canary.leaked:
+            guard = {**(guard or {}), "canary_leak": True}
+        log.info(json.dumps({"endpoint": self.endpoint, "model": self.body.model,
+                             "key": self.key.name if self.key else None, "status": self.status,
+                             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                             "latency_ms": round((time.monotonic() - self.t0) * 1000), "guard": guard}))  # fmt: skip
 
     async def deltas(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
         """All pieces, timing the gaps and counting the tokens; cut at the request timeout."""
@@ -165,6 +222,11 @@ class _Run:
             if item.finish_reason:
                 self.prompt_tokens, self.completion_tokens = item.prompt_tokens, item.completion_tokens
             pieces += bool(item.text)
+            if item.text and self.canary is not None and self.canary.feed(item.text) and self._leak():
+                await rest.aclose()  # type: ignore[attr-defined]
+                self.completion_tokens = pieces
+                yield Delta(finish_reason="content_filter", completion_tokens=pieces)
+                return
             yield item
             if (
                 not item.finish_reason and time.monotonic() > deadline
@@ -245,7 +307,8 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
     check_key(request, key, body.model)
     run = _Run(request, body, "chat", key)
     sampling = run.sampling()
-    messages = body.engine_messages(run.system())
+    await run.check_guard([(m.role, m.text()) for m in body.messages])
+    messages = body.engine_messages(run.system_with_canary(run.system()))
     first, rest = await _begin(run, request, lambda e: e.chat(messages, sampling))
     rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -259,9 +322,10 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
         finally:
             await run.finish()
         _log_content(run, [m.__dict__ for m in messages], "".join(text))
-        return {"id": rid, "object": "chat.completion", "created": created, "model": body.model,
+        return JSONResponse(headers=run.headers(), content={"id": rid, "object": "chat.completion",
+                "created": created, "model": body.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                             "finish_reason": finish}], "usage": _usage(run)}  # fmt: skip
+                             "finish_reason": finish}], "usage": _usage(run)})  # fmt: skip
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -277,7 +341,7 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
         finally:
             await run.finish()
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(events(), ping=15, headers=run.headers())
 
 
 @router.post("/v1/completions", response_model=None)
@@ -289,6 +353,7 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
         prompt = body.text()
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc
+    await run.check_guard([("user", prompt)])
     first, rest = await _begin(run, request, lambda e: e.complete(prompt, sampling))
     rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -304,7 +369,7 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
         finally:
             await run.finish()
         _log_content(run, prompt, "".join(text))
-        return {**choice("".join(text), finish), "usage": _usage(run)}
+        return JSONResponse({**choice("".join(text), finish), "usage": _usage(run)}, headers=run.headers())
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -317,7 +382,7 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
         finally:
             await run.finish()
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(events(), ping=15, headers=run.headers())
 
 
 def _usage(run: _Run) -> dict[str, int]:

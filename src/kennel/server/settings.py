@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +25,20 @@ class ModelEntry(BaseModel):
     pinned: bool = Field(default=False, description="Never unloaded to make room for another model.")
     keep_alive: float = Field(default=300.0, description="Seconds idle before unloading; -1 keeps it loaded.")
     preload: bool = Field(default=False, description="Load at start instead of on first request.")
+    guard: Literal["off", "log", "flag", "block"] | None = Field(
+        default=None, description="This model's guard mode."
+    )
+
+
+class CheckupEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(description='When to run, as cron fields, e.g. "0 7 * * *".')
+    model: str | None = Field(default=None, description="The served model to check (default: the first).")
+    suite: Path | None = Field(default=None, description="Suite YAML (default: kennel's built-in suite).")
+    notify: list[str] = Field(default_factory=list, description="slack:URL, webhook:URL or email:smtp://...")
+    fail_threshold: int = Field(default=3, ge=1, description="Alert after this many failed runs in a row.")
+    key: str | None = Field(default=None, description="API key for the server's own API, when keys are on.")
 
 
 class ServeSettings(BaseSettings):
@@ -45,6 +59,12 @@ class ServeSettings(BaseSettings):
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (none by default)."
+    )
+    guard: Literal["off", "log", "flag", "block"] = Field(
+        default="log", description="Prompt-injection guard: off, log, flag (header + metric) or block (400)."
+    )
+    checkups: list[CheckupEntry] = Field(
+        default_factory=list, description="Golden-prompt suites run on a schedule."
     )
 
     def is_loopback(self) -> bool:

@@ -1,0 +1,96 @@
+"""Checkups as the server runs them: suites on cron expressions against its own API, recorded
+like `kennel checkup run` and alerting after N consecutive failed runs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from croniter import croniter
+
+from kennel.checkup.results import db_path, default_csv, record
+from kennel.checkup.runner import RunResult, Target, run_suite, store_model_version
+from kennel.checkup.suite import Suite, load_default_suite, load_suite
+from kennel.settings import KennelHome
+
+if TYPE_CHECKING:
+    from kennel.checkup.alerts import Channel
+
+log = logging.getLogger("kennel.checkup")
+
+
+def failure_text(run: RunResult, subject: str) -> str:
+    failed = run.failures
+    if not failed:
+        return f"{subject}: all {len(run.results)} prompts passed (run {run.info.run_id})."
+    lines = [f"{subject}: {len(failed)} of {len(run.results)} prompts failed (run {run.info.run_id}"
+             f"{', model version ' + run.info.model_version if run.info.model_version else ''})."]  # fmt: skip
+    lines += [f"- {r.prompt_id}: {r.summary()}" for r in failed[:10]]
+    if len(failed) > 10:
+        lines.append(f"- … and {len(failed) - 10} more")
+    return "\n".join(lines)
+
+
+def alert_after_run(
+    run: RunResult, suite: Suite, channels: list[Channel], threshold: int, home: KennelHome
+) -> dict[str, Any]:
+    """Count this run in the persistent failure streak; deliver an alert when one starts or ends.
+    Channels appear by their label only: their URLs are secrets."""
+    from kennel.checkup.alerts import AlertState, deliver
+
+    subject = f"checkup {suite.name} on {run.info.model}"
+    with AlertState.open(home) as state:
+        alert = state.observe(subject, not run.passed, threshold=threshold, text=failure_text(run, subject))
+        delivered = deliver(alert, channels, state=state) if alert is not None and channels else []
+    return {
+        "subject": subject,
+        "alert": None if alert is None else dataclasses.asdict(alert),
+        "deliveries": [{"channel": d.channel.label, "ok": d.ok, "attempts": d.attempts, "error": d.error}
+                       for d in delivered],
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """One suite on one schedule, as `kennel serve` runs it."""
+
+    cron: str
+    model: str
+    suite: Path | None = None
+    notify: tuple[str, ...] = ()
+    fail_threshold: int = 3
+    api_key: str | None = None
+
+
+def run_once(job: Scheduled, base_url: str, home: KennelHome) -> RunResult:
+    """One scheduled run, blocking: prompts, CSV + SQLite, alert state and delivery."""
+    from kennel.checkup.alerts import parse_channel
+
+    suite = load_suite(job.suite) if job.suite else load_default_suite()
+    target = Target(base_url, job.model, job.api_key, store_model_version(home, job.model))
+    csv_file, db_file = default_csv(home), db_path(home)
+    run = run_suite(
+        suite, target, on_result=lambda info, r: record(info, [r], csv_path=csv_file, db_file=db_file)
+    )
+    alert_after_run(run, suite, [parse_channel(c) for c in job.notify], job.fail_threshold, home)
+    return run
+
+
+async def run_forever(job: Scheduled, base_url: str, home: KennelHome) -> None:
+    """Sleep until each cron time, then run (in a thread: the runner is blocking HTTP)."""
+    times = croniter(job.cron, datetime.now())
+    while True:
+        nxt = times.get_next(datetime)
+        await asyncio.sleep(max(0.0, (nxt - datetime.now()).total_seconds()))
+        try:
+            run = await asyncio.to_thread(run_once, job, base_url, home)
+            log.info(
+                "checkup on %s: %s", job.model, "passed" if run.passed else f"{len(run.failures)} failed"
+            )
+        except Exception:  # a broken suite file must not stop the server or the next runs
+            log.exception("scheduled checkup on %s failed to run", job.model)
