@@ -63,7 +63,8 @@ def test_planted_slowdown_alerts_once_then_recovers(kennel_home: Path, tmp_path:
             script.first_delay = 0.5 if slow else 0.0  # the planted regression
             outcomes.append(run_once(job, url + "/v1", home).passed)
     assert outcomes == [True, False, False, False, False, True, True]
-    assert [a["kind"] for a in got] == ["failing", "recovered"]  # exactly one alert and one recovery
+    checkup = [a for a in got if a["subject"] == "checkup smoke on fake"]
+    assert [a["kind"] for a in checkup] == ["failing", "recovered"]  # exactly one alert and one recovery
     assert (
         got[0]["subject"] == "checkup smoke on fake"
         and got[0]["failures"] == 3
@@ -74,3 +75,25 @@ def test_planted_slowdown_alerts_once_then_recovers(kennel_home: Path, tmp_path:
     assert len(rows) == 7 and tuple(rows[0]) == CSV_COLUMNS
     assert [r["passed"] for r in rows] == ["true", "false", "false", "false", "false", "true", "true"]
     assert all(r["model"] == "fake" and r["prompt_id"] == "capital" for r in rows)
+
+
+def test_a_regression_alerts_even_when_every_assertion_passes(kennel_home: Path, tmp_path: Path,
+                                                               receiver: tuple[str, list[dict[str, Any]]]) -> None:  # fmt: skip
+    hook, got = receiver
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: smoke\nprompts:\n  - id: capital\n    prompt: capital?\n    assert:\n"
+                     "      - {type: icontains, value: paris}\n")  # fmt: skip
+    home = KennelHome(kennel_home)
+    script = Script(default="Paris.")
+    with scripted_server(script, home) as url:
+        job = Scheduled(
+            cron="0 7 * * *", model="fake", suite=suite, notify=(f"webhook:{hook}",), fail_threshold=3
+        )
+        for slow in (False, False, False, True, False):
+            script.first_delay = 0.6 if slow else 0.0
+            assert run_once(job, url + "/v1", home).passed
+    assert [(a["kind"], a["subject"]) for a in got] == [
+        ("failing", "regression on fake"),
+        ("recovered", "regression on fake"),
+    ]
+    assert "p50 latency ×" in got[0]["text"]

@@ -102,3 +102,76 @@ def test_log_mode_counts_but_never_interferes(server: str) -> None:
 def test_off_mode_scans_nothing(server: str) -> None:
     assert _chat(server, INJECTION).status_code == 200
     assert "kennel_guard_decisions_total{" not in httpx.get(server + "/metrics").text
+
+
+@pytest.mark.parametrize("server", ["log"], indirect=True)
+def test_a_key_can_carry_its_own_guard_mode(server: str, tmp_path: Path) -> None:
+    from kennel.server.keys import KeyStore
+
+    with KeyStore.open(KennelHome(tmp_path / "h")) as ks:
+        _, strict = ks.create("kiosk", guard="block")
+        _, relaxed = ks.create("staff")
+    body = {"model": "m", "messages": [{"role": "user", "content": INJECTION}]}
+    r = httpx.post(
+        server + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {strict}"}, timeout=30
+    )
+    assert r.status_code == 400 and r.json()["error"]["type"] == "prompt_injection"
+    r = httpx.post(
+        server + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {relaxed}"}, timeout=30
+    )
+    assert r.status_code == 200  # the server's "log" mode applies
+
+
+BROKEN = {"on": True}
+
+
+class BrokenEngine(EchoEngine):
+    """Fails every generation while BROKEN["on"] (an engine error, not the client's)."""
+
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
+        if BROKEN["on"]:
+            raise RuntimeError("llama_decode returned -3")
+        return super().chat(messages, sampling)
+
+
+def test_server_failures_alert_once_and_recover(tmp_path: Path) -> None:
+    """Three engine errors in a row: one alert; the next success: one recovery; 4xx never count."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    BROKEN["on"] = True
+    try:
+        with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=BrokenEngine, budget=Memory(ram=1 << 30),
+                            guard="off", alerts={"notify": [f"webhook:http://127.0.0.1:{hook.server_address[1]}/x"],
+                                                 "threshold": 3}) as url:  # fmt: skip
+            for _ in range(4):
+                assert _chat(url, "hello").status_code == 500
+            assert (
+                httpx.post(url + "/v1/chat/completions", json={"model": "m", "messages": []}).status_code
+                == 400
+            )
+            # the pool turn was released after every failure: the model is free
+            assert httpx.get(url + "/kennel/ps").json()["models"][0]["running"] == 0
+            BROKEN["on"] = False
+            assert _chat(url, "hello").status_code == 200
+            assert _chat(url, "hello").status_code == 200
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    assert [a["kind"] for a in got] == ["failing", "recovered"] and got[0]["subject"] == "kennel serve: m"
+    assert got[0]["failures"] == 3

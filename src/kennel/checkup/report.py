@@ -59,7 +59,11 @@ class Regression:
         if self.metric == "pass_rate":
             change = f"{names[self.metric]} {self.baseline:.0%} → {self.value:.0%}"
         else:
-            change = f"{names[self.metric]} ×{self.ratio:.1f}"
+            change = (
+                f"{names[self.metric]} ×{self.ratio:.1f}"
+                if self.ratio >= 1
+                else f"{names[self.metric]} ×{self.ratio:.2f}"
+            )
         where = f"{self.run.model} run {self.run.run_id[:8]} ({self.run.started_at[:16]})"
         if self.cause is None:
             return f"{change} on {where}; no model change recorded before it"
@@ -101,7 +105,7 @@ def summaries(
         args.append(model)
     rows = conn.execute(
         f"SELECT r.*, x.passed, x.latency_ms, x.ttft_ms, x.tokens_per_s FROM runs r JOIN results x "
-        f"ON x.run_id = r.run_id WHERE {' AND '.join(where)} ORDER BY r.started_at, r.run_id",
+        f"ON x.run_id = r.run_id WHERE {' AND '.join(where)} ORDER BY r.rowid, x.prompt_id",  # runs in the order they ran
         args,
     ).fetchall()
     by_run: dict[str, list[sqlite3.Row]] = {}

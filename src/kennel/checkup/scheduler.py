@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 
-from kennel.checkup.results import db_path, default_csv, record
+from kennel.checkup.results import connect, db_path, default_csv, record
 from kennel.checkup.runner import RunResult, Target, run_suite, store_model_version
 from kennel.checkup.suite import Suite, load_default_suite, load_suite
 from kennel.settings import KennelHome
@@ -47,12 +47,31 @@ def alert_after_run(
     with AlertState.open(home) as state:
         alert = state.observe(subject, not run.passed, threshold=threshold, text=failure_text(run, subject))
         delivered = deliver(alert, channels, state=state) if alert is not None and channels else []
+        # a regression (slower, or passing less, than this model's baseline) alerts on its own
+        flagged = regression_text(run, home)
+        reg = state.observe(f"regression on {run.info.model}", flagged is not None, threshold=1,
+                            text=flagged or f"{run.info.model} is back within its baseline.")  # fmt: skip
+        if reg is not None and channels:
+            delivered += deliver(reg, channels, state=state)
     return {
         "subject": subject,
         "alert": None if alert is None else dataclasses.asdict(alert),
         "deliveries": [{"channel": d.channel.label, "ok": d.ok, "attempts": d.attempts, "error": d.error}
                        for d in delivered],
     }  # fmt: skip
+
+
+def regression_text(run: RunResult, home: KennelHome) -> str | None:
+    """Why this run is a regression against the model's recent runs, or None."""
+    from kennel.checkup import report
+
+    conn = connect(db_path(home))
+    try:
+        _, regs = report.report(home, conn, model=run.info.model)
+    finally:
+        conn.close()
+    mine = [g.describe() for g in regs if g.run.run_id == run.info.run_id]
+    return "; ".join(mine) if mine else None
 
 
 @dataclass(frozen=True)

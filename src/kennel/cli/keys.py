@@ -50,13 +50,18 @@ def create(
     expires: str | None = typer.Option(
         None, "--expires", help="30d, 12h, 2w or a date like 2027-01-31 (default: never)."
     ),
+    guard: str | None = typer.Option(
+        None,
+        "--guard",
+        help="Prompt-injection guard for this key: off, log, flag or block (default: the model's).",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Create an API key. Its secret is printed once: kennel keeps only a hash of it."""
     when = parse_expires(expires) if expires is not None else None
     with open_keys() as keys:
         key, secret = keys.create(name, models=[*(model or []), *([models] if models else [])],
-                                  rpm=rpm, expires=when)  # fmt: skip
+                                  rpm=rpm, expires=when, guard=guard)  # fmt: skip
     if json_out:
         print_json("keys.create", {"key": key.to_dict(), "secret": secret})
         return

@@ -43,12 +43,19 @@ def serve(
     log_content: bool = typer.Option(
         False, "--log-content", help="Log prompt and completion text (off by default)."
     ),
+    guard: str | None = typer.Option(
+        None, "--guard", help="Prompt-injection guard: off, log (default), flag or block."
+    ),
+    guard_classifier: Path | None = typer.Option(
+        None, "--guard-classifier", help="A local ONNX prompt-injection model folder (needs onnxruntime)."
+    ),
 ) -> None:
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
     with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
     entries = [ModelEntry(model=m, ctx=ctx, preload=preload) for m in model] or None
     settings = load_settings(config, host=host, port=port, models=entries, max_loaded=max_loaded,
-                             max_queue=max_queue, insecure=insecure, log_content=log_content)  # fmt: skip
+                             max_queue=max_queue, insecure=insecure, log_content=log_content, guard=guard,
+                             guard_classifier=guard_classifier)  # fmt: skip
     home = KennelHome.from_env()
     _check_security(settings, home)
     app, specs = _build(settings, home)
@@ -87,6 +94,8 @@ def _check_checkups(settings: ServeSettings) -> None:
     from kennel.checkup.schedule import check_cron
     from kennel.checkup.suite import load_suite
 
+    for channel in settings.alerts.notify:
+        parse_channel(channel)
     for entry in settings.checkups:
         check_cron(entry.cron)
         if entry.suite is not None:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kennel.errors import AuthError, KennelError, ServingError
 from kennel.guard.policy import Guard
+from kennel.server.alerting import ServerAlerts
 from kennel.server.keys import ApiKey, KeyStore
 from kennel.server.metrics import Metrics
 from kennel.server.pool import EngineFactory, Memory, ModelSpec, Pool
@@ -45,23 +46,35 @@ class AppState:
     limiter: RateLimiter
     started: float
     guards: dict[str, Guard] = field(default_factory=dict)  # model -> its guard (built once per mode)
+    alerts: ServerAlerts | None = None
 
-    def guard(self, model: str) -> Guard:
+    def guard(self, model: str, key: ApiKey | None = None) -> Guard:
+        """The key's own mode if it has one, else the model's, else the server's."""
+        if key is not None and key.guard:
+            return self.guards[f"mode:{key.guard}"]
         return self.guards.get(model) or self.guards["*"]
 
 
 def _guards(settings: ServeSettings, specs: list[ModelSpec]) -> dict[str, Guard]:
-    """One Guard per mode in use (compiling the phrase tables is the costly part), mapped per model."""
+    """One Guard per mode in use (compiling the phrase tables is the costly part), mapped per model
+    and under "mode:<m>" for API keys with their own mode."""
     by_mode: dict[str, Guard] = {}
+    classifier = None
+    if settings.guard_classifier is not None:
+        from kennel.guard.classifier import OnnxClassifier
+
+        classifier = OnnxClassifier(settings.guard_classifier)
 
     def get(mode: str) -> Guard:
         if mode not in by_mode:
-            by_mode[mode] = Guard(mode)  # type: ignore[arg-type]
+            by_mode[mode] = Guard(mode, classifier=classifier)  # type: ignore[arg-type]
         return by_mode[mode]
 
     out = {"*": get(settings.guard)}
     for entry, spec in zip(settings.models, specs, strict=False):
         out[spec.name] = get(entry.guard or settings.guard)
+    for mode in ("off", "log", "flag", "block"):
+        out[f"mode:{mode}"] = get(mode)
     return out
 
 
@@ -129,8 +142,14 @@ def create_app(
         on_change = _lease_writer(kennel_home)
         pool = Pool(specs, budget=budget, engine_factory=engine_factory, max_loaded=settings.max_loaded,
                     max_queue=settings.max_queue, queue_timeout=settings.queue_timeout, on_change=on_change)  # fmt: skip
+        alerts = None
+        if settings.alerts.notify:
+            from kennel.checkup.alerts import parse_channel
+
+            channels = [parse_channel(c) for c in settings.alerts.notify]
+            alerts = ServerAlerts(channels, threshold=settings.alerts.threshold, home=kennel_home)
         app.state.kennel = AppState(settings, pool, Metrics(pool), keys, RateLimiter(), time.monotonic(),
-                                    _guards(settings, specs))  # fmt: skip
+                                    _guards(settings, specs), alerts)  # fmt: skip
         for entry, spec in zip(settings.models, specs, strict=False):
             if entry.preload or spec.pinned:
                 await pool.ensure_loaded(pool.slot(spec.name))
@@ -144,6 +163,8 @@ def create_app(
                     await task
             await pool.close()
             keys.close()
+            if alerts is not None:
+                await alerts.drain()
             on_change(set())
 
     app = FastAPI(title="kennel", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -50,6 +50,12 @@ MIGRATIONS: db.Migrations = (
         CREATE UNIQUE INDEX keys_live_name ON keys(name) WHERE revoked_at IS NULL;
         """,
     ),
+    (
+        "002_guard",  # the prompt-injection guard mode of a key; NULL: the model's
+        """
+        ALTER TABLE keys ADD COLUMN guard TEXT
+        """,
+    ),
 )
 
 _INVALID = "Invalid API key."
@@ -96,6 +102,7 @@ class ApiKey:
     created_at: datetime
     created_by: str
     revoked_at: datetime | None
+    guard: str | None = None  # off | log | flag | block; None: the model's or server's mode
 
     @property
     def revoked(self) -> bool:
@@ -138,6 +145,7 @@ class ApiKey:
             "created_at": _iso(self.created_at),
             "created_by": self.created_by,
             "revoked_at": None if self.revoked_at is None else _iso(self.revoked_at),
+            "guard": self.guard,
             "state": self.state(now),
         }
 
@@ -154,6 +162,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         created_at=created,
         created_by=row["created_by"],
         revoked_at=_dt(row["revoked_at"]),
+        guard=row["guard"],
     )
 
 
@@ -240,6 +249,7 @@ class KeyStore:
         models: Iterable[str] = (),
         rpm: int | None = None,
         expires: datetime | None = None,
+        guard: str | None = None,
         now: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret. The secret is not kept: show it to the user now, once."""
@@ -255,14 +265,16 @@ class KeyStore:
             if expires <= now:
                 raise InvalidOptionError(f"The expiry {_iso(expires)} is in the past.",
                                          hint="Use a duration like 30d, or a future date.")  # fmt: skip
+        if guard is not None and guard not in ("off", "log", "flag", "block"):
+            raise InvalidOptionError(f"--guard {guard!r} is not a mode.", hint="Use off, log, flag or block.")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         row = (name, secret[:PREFIX_CHARS], hash_secret(secret), json.dumps(list(allowed)), rpm,
-               None if expires is None else _iso(expires), _iso(now), os_actor())  # fmt: skip
+               None if expires is None else _iso(expires), _iso(now), os_actor(), guard)  # fmt: skip
         try:
             with db.transaction(self.conn):
                 self.conn.execute(
-                    "INSERT INTO keys (name, prefix, sha256, models, rpm, expires_at, created_at, created_by)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO keys (name, prefix, sha256, models, rpm, expires_at, created_at, created_by, guard)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
         except sqlite3.IntegrityError:  # keys_live_name: another key by that name is not revoked

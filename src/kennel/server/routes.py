@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from kennel.engines.base import Delta
-from kennel.errors import ClientGoneError, InvalidRequestError, KennelError
+from kennel.errors import ClientGoneError, InvalidRequestError, KennelError, ModelLoadError
 from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
 from kennel.guard.policy import Verdict
 from kennel.server.app import AppState, authenticate, check_key, kennel_error_response
@@ -129,7 +129,7 @@ class _Run:
 
     async def check_guard(self, messages: list[tuple[str, str | None]]) -> None:
         """Scan the untrusted input; count the decision; refuse it in block mode."""
-        guard = self.state.guard(self.body.model)
+        guard = self.state.guard(self.body.model, self.key)
         if guard.mode == "off":
             return
         size = sum(len(c or "") for _, c in messages)
@@ -149,7 +149,7 @@ class _Run:
     def system_with_canary(self, system: str | None) -> str | None:
         """The profile's system prompt with a canary when the guard flags or blocks: a model that
         repeats it has leaked its instructions."""
-        if system and self.state.guard(self.body.model).mode in ("flag", "block"):
+        if system and self.state.guard(self.body.model, self.key).mode in ("flag", "block"):
             canary = make_canary()
             self.canary = CanaryWatch(canary)
             return embed_canary(system, canary)
@@ -160,7 +160,7 @@ class _Run:
         if not self._leak_counted:
             self._leak_counted = True
             self.state.metrics.guard.labels(self.body.model, "canary_leak").inc()
-        return self.state.guard(self.body.model).mode == "block"
+        return self.state.guard(self.body.model, self.key).mode == "block"
 
     def headers(self) -> dict[str, str] | None:
         if self.guard is not None and self.guard.flagged:
@@ -190,6 +190,8 @@ class _Run:
     async def finish(self) -> None:
         await self.stack.aclose()
         m, model = self.state.metrics, self.body.model
+        if self.state.alerts is not None and (self.status == 200 or self.status >= 500):
+            self.state.alerts.record(model, self.status == 200)  # client mistakes (4xx) say nothing
         m.requests.labels(model, self.endpoint, str(self.status)).inc()
         m.duration.labels(model, self.endpoint).observe(time.monotonic() - self.t0)
         m.prompt_tokens.labels(model).inc(self.prompt_tokens)
@@ -277,8 +279,10 @@ async def _begin(run: _Run, request: Request, make: Any) -> tuple[Delta, AsyncIt
 
     try:
         first, stream = await until_disconnect(request, first_piece())
-    except KennelError as exc:
-        run.status = int(getattr(exc, "status_code", 400))
+    except BaseException as exc:  # the turn is released whatever went wrong
+        run.status = int(getattr(exc, "status_code", 500)) if isinstance(exc, KennelError) else 500
+        if isinstance(exc, ModelLoadError) and run.state.alerts is not None:
+            run.state.alerts.load_failed(run.body.model, exc.message)
         await run.finish()
         raise
     run.state.metrics.ttft.labels(run.body.model).observe(time.monotonic() - run.t0)
@@ -319,6 +323,9 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
     if not body.stream:
         try:
             text, finish = await until_disconnect(request, _collect(run, first, rest, []))
+        except BaseException as exc:
+            run.status = int(getattr(exc, "status_code", 500))
+            raise
         finally:
             await run.finish()
         _log_content(run, [m.__dict__ for m in messages], "".join(text))
@@ -338,6 +345,9 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
             if body.stream_options and body.stream_options.include_usage:
                 yield json.dumps({**chunk({}, None), "choices": [], "usage": _usage(run)})
             yield "[DONE]"
+        except Exception:  # an engine failure mid-stream: counted as a server error
+            run.status = 500
+            raise
         finally:
             await run.finish()
 
@@ -366,6 +376,9 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
             text, finish = await until_disconnect(
                 request, _collect(run, first, rest, [prompt] if body.echo else [])
             )
+        except BaseException as exc:
+            run.status = int(getattr(exc, "status_code", 500))
+            raise
         finally:
             await run.finish()
         _log_content(run, prompt, "".join(text))
@@ -379,6 +392,9 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
             if body.stream_options and body.stream_options.include_usage:
                 yield json.dumps({**choice("", None), "choices": [], "usage": _usage(run)})
             yield "[DONE]"
+        except Exception:  # an engine failure mid-stream: counted as a server error
+            run.status = 500
+            raise
         finally:
             await run.finish()
 

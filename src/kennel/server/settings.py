@@ -41,6 +41,13 @@ class CheckupEntry(BaseModel):
     key: str | None = Field(default=None, description="API key for the server's own API, when keys are on.")
 
 
+class AlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    notify: list[str] = Field(default_factory=list, description="slack:URL, webhook:URL or email:smtp://...")
+    threshold: int = Field(default=3, ge=1, description="Alert after this many failed requests in a row.")
+
+
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KENNEL_", extra="forbid")
 
@@ -62,6 +69,12 @@ class ServeSettings(BaseSettings):
     )
     guard: Literal["off", "log", "flag", "block"] = Field(
         default="log", description="Prompt-injection guard: off, log, flag (header + metric) or block (400)."
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings, description="Where server failures are reported."
+    )
+    guard_classifier: Path | None = Field(
+        default=None, description="A local ONNX prompt-injection model folder."
     )
     checkups: list[CheckupEntry] = Field(
         default_factory=list, description="Golden-prompt suites run on a schedule."
