@@ -5,10 +5,7 @@ failed runs, and one recovery message, to a loopback webhook receiver."""
 from __future__ import annotations
 
 import csv
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +15,15 @@ from kennel.checkup.results import CSV_COLUMNS, default_csv
 from kennel.checkup.scheduler import Scheduled, run_once
 from kennel.settings import KennelHome
 from tests.checkup.fakeserver import Script, scripted_server
+from tests.webhook import webhook_receiver
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    got: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as r:
+        yield r
 
 
 def test_planted_slowdown_alerts_once_then_recovers(kennel_home: Path, tmp_path: Path,

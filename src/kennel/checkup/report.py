@@ -25,6 +25,7 @@ WINDOW = 10  # previous runs forming a rolling baseline
 MIN_BASELINE = 3  # runs needed before anything is flagged
 MAD_K = 3.0  # band half-width in MADs
 MIN_RATIO = 1.5  # and at least this relative change for timing metrics
+MIN_DELTA_MS = 50.0  # and at least this absolute change: a few ms of jitter is not a regression
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def _flag(metric: str, value: float, history: list[float]) -> float | None:
         return base if value < base - max(0.2, MAD_K * mad) else None
     if metric == "tokens_per_s":
         return base if value < base - MAD_K * mad and value * MIN_RATIO < base else None
-    return base if value > base + MAD_K * mad and value > base * MIN_RATIO else None
+    slower = value > base + MAD_K * mad and value > base * MIN_RATIO and value - base >= MIN_DELTA_MS
+    return base if slower else None
 
 
 def regressions(

@@ -63,7 +63,7 @@ class Verdict:
     def raise_if_blocked(self) -> None:
         if self.blocked:
             raise PromptInjectionError(
-                f"the request was refused: it looks like a prompt injection ({', '.join(self.labels)})",
+                f"The request was refused: it looks like a prompt injection ({', '.join(self.labels)}).",
                 hint="If this is legitimate text, rephrase it; the server operator can set the guard "
                 "to 'flag' or 'log' instead of 'block'.",
                 labels=self.labels,
