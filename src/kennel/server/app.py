@@ -7,10 +7,9 @@ the real HTTP surface against a generated tiny GGUF, or against a fake engine.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,23 +210,11 @@ async def _reap(pool: Pool) -> None:
         await pool.reap()
 
 
-def _lease_writer(home: KennelHome) -> Any:
-    """Tell `kennel rm` which store blobs this server has loaded (a file per server process)."""
-    import os
+def _lease_writer(home: KennelHome) -> Callable[[set[str]], None]:
+    """Tell `kennel rm` which store blobs this server has loaded."""
+    from kennel.store.maintenance import write_lease
 
-    folder = home.root / "store" / "leases"
-    path = folder / f"{os.getpid()}-server.json"
-
-    def write(digests: set[str]) -> None:
-        if not digests:
-            path.unlink(missing_ok=True)
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "holder": "kennel serve", "digests": sorted(digests)}))
-        os.replace(tmp, path)
-
-    return write
+    return lambda digests: write_lease(home.root / "store", "server", digests, holder="kennel serve")
 
 
 async def authenticate(request: Request) -> ApiKey | None:

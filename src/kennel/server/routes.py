@@ -334,24 +334,17 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
                              "finish_reason": finish}], "usage": _usage(run)})  # fmt: skip
 
-    async def events() -> AsyncIterator[str]:
-        try:
-            yield json.dumps(chunk({"role": "assistant", "content": ""}, None))
-            async for d in run.deltas(first, rest):
-                if d.text:
-                    yield json.dumps(chunk({"content": d.text}, None))
-                if d.finish_reason:
-                    yield json.dumps(chunk({}, d.finish_reason))
-            if body.stream_options and body.stream_options.include_usage:
-                yield json.dumps({**chunk({}, None), "choices": [], "usage": _usage(run)})
-            yield "[DONE]"
-        except Exception:  # an engine failure mid-stream: counted as a server error
-            run.status = 500
-            raise
-        finally:
-            await run.finish()
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        async for d in run.deltas(first, rest):
+            if d.text:
+                yield chunk({"content": d.text}, None)
+            if d.finish_reason:
+                yield chunk({}, d.finish_reason)
+        if body.stream_options and body.stream_options.include_usage:
+            yield {**chunk({}, None), "choices": [], "usage": _usage(run)}
 
-    return EventSourceResponse(events(), ping=15, headers=run.headers())
+    return _sse(run, events())
 
 
 @router.post("/v1/completions", response_model=None)
@@ -384,15 +377,26 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
         _log_content(run, prompt, "".join(text))
         return JSONResponse({**choice("".join(text), finish), "usage": _usage(run)}, headers=run.headers())
 
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        async for d in run.deltas(first, rest):
+            if d.text or d.finish_reason:
+                yield choice(d.text, d.finish_reason)
+        if body.stream_options and body.stream_options.include_usage:
+            yield {**choice("", None), "choices": [], "usage": _usage(run)}
+
+    return _sse(run, events())
+
+
+def _sse(run: _Run, chunks: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+    """Server-sent events ending in [DONE]; the run (turn, metrics, log) finishes however the
+    stream ends, and an engine failure mid-stream counts as a server error."""
+
     async def events() -> AsyncIterator[str]:
         try:
-            async for d in run.deltas(first, rest):
-                if d.text or d.finish_reason:
-                    yield json.dumps(choice(d.text, d.finish_reason))
-            if body.stream_options and body.stream_options.include_usage:
-                yield json.dumps({**choice("", None), "choices": [], "usage": _usage(run)})
+            async for c in chunks:
+                yield json.dumps(c)
             yield "[DONE]"
-        except Exception:  # an engine failure mid-stream: counted as a server error
+        except Exception:
             run.status = 500
             raise
         finally:

@@ -26,17 +26,28 @@ def _leases_dir(store: Store) -> Path:
     return store.root / "leases"
 
 
+def write_lease(store_root: Path, name: str, digests: set[str], *, holder: str) -> None:
+    """Record (or, with no digests, drop) this process's lease ``name`` on ``digests``; written
+    atomically, so `kennel rm` never reads half a file."""
+    path = store_root / "leases" / f"{os.getpid()}-{name}.json"
+    if not digests:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "holder": holder, "digests": sorted(digests)}))
+    os.replace(tmp, path)
+
+
 @contextmanager
 def lease(store: Store, digests: set[str], *, holder: str) -> Iterator[None]:
     """Mark ``digests`` as in use by this process (a server with them loaded) while inside."""
-    folder = _leases_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{os.getpid()}-{id(digests)}.json"
-    path.write_text(json.dumps({"pid": os.getpid(), "holder": holder, "digests": sorted(digests)}))
+    name = str(id(digests))
+    write_lease(store.root, name, digests, holder=holder)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        write_lease(store.root, name, set(), holder=holder)
 
 
 def leased(store: Store) -> dict[str, str]:
