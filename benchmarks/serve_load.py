@@ -1,15 +1,23 @@
-"""Load test: kennel serve against other OpenAI-compatible servers, side by side, same model.
+"""Load test: `kennel serve` side by side with llama.cpp's own llama-server, same file, same run.
 
-    python benchmarks/serve_load.py [--model qwen2.5-0.5b:Q4_0] [--concurrency 1,4,8]
-        [--requests 4] [--max-tokens 64] [--llama-cpp-server] [--url NAME=URL ...]
+    python benchmarks/serve_load.py [--model qwen2.5-0.5b:Q4_K_M] [--clients 1,4,8,16]
+        [--requests 3] [--max-tokens 64] [--parallel 8] [--threads N] [--rounds 2]
+        [--llama-server PATH] [--system-tokens 1500]
 
 Builds the catalog model's exact shape at the quantization with random weights (cached in
-KENNEL_HOME/synthetic), starts `kennel serve` on it (and, with --llama-cpp-server,
-llama-cpp-python's own server on the same file), then for each concurrency level runs that many
-clients, each sending --requests streaming chat requests one after another. Reported per server
-and level: aggregate generated tokens/s, time to first token p50/p95, time per output token
-(after the first) p50, and errors: HTTP errors and streams that ended without a finish_reason
-(a stream another request interrupted).
+KENNEL_HOME/synthetic), starts `kennel serve` and a native `llama-server` on it with the same
+slots, context per request, threads, flash attention and prompt cache (the llama-server built
+from the same llama.cpp tree by scripts/install.sh, beside the venv's python, unless --llama-server
+names another), then for each number of clients runs that many users, each sending --requests
+streaming chat requests one after another (every request with its own prompt). Servers take
+turns level by level, and --rounds repeats the whole sweep in alternating order.
+
+Reported per server and level: aggregate generated tokens/s (from the usage each stream
+reports), time to first token p50/p95, time per output token after the first (p50), and
+interrupted streams (HTTP errors and streams that ended without a finish_reason); then kennel's
+ratios to llama-server. Last, the prompt cache: time to first token of a first request with a
+shared system prompt of --system-tokens tokens, and of a second one with the same system prompt
+and another question.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,70 +35,122 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from kennel.catalog.entries import get
+from kennel.engines.llamacpp_tools import find_tool
 from kennel.fit.measure import synthetic_model
+from kennel.fit.serving import default_threads
+from kennel.hardware.probe import probe
 from kennel.settings import KennelHome
 
-PROMPT = "Write a short story about a lighthouse keeper who finds a map. " * 3
+TOPICS = [
+    "a lighthouse keeper",
+    "a night nurse",
+    "a bank clerk",
+    "a factory robot",
+    "a river ferry",
+    "a kite maker",
+]
 
 
 @dataclass
 class Level:
     tokens: int = 0
-    errors: int = 0
+    interrupted: int = 0
     ttft: list[float] = field(default_factory=list)
     tpot: list[float] = field(default_factory=list)
     wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds the server process used
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.wall if self.wall else 0.0
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, max_tokens: int, level: Level) -> None:
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
-            "stream": True, "temperature": 0.7}  # fmt: skip
+def prompt(user: int, i: int, round_: int) -> str:
+    """Every request its own prompt, in every round, so no answer comes from an earlier one's cache."""
+    topic = TOPICS[(user + i) % len(TOPICS)]
+    return f"Round {round_}, user {user}, request {i}: write a short story about {topic} who finds a map."
+
+
+async def one_request(
+    client: httpx.AsyncClient, url: str, body: dict[str, object]
+) -> tuple[float | None, float, int, bool]:
+    """(time to first token, end, completion tokens, finished) of one streamed chat request."""
     t0 = time.perf_counter()
-    first = None
-    n = 0
-    finished = False
+    first: float | None = None
+    tokens, finished = 0, False
     try:
         async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
             if r.status_code != 200:
-                level.errors += 1
                 await r.aread()
-                return
+                return None, 0.0, 0, False
             async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+                if not line.startswith("data: {"):
                     continue
                 chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = int(chunk["usage"]["completion_tokens"])
                 for c in chunk.get("choices", []):
-                    if c.get("delta", {}).get("content"):
-                        n += 1
-                        first = first or time.perf_counter()
+                    d = c.get("delta", {})
+                    if first is None and (d.get("content") or d.get("reasoning_content")):
+                        first = time.perf_counter() - t0
                     finished = finished or bool(c.get("finish_reason"))
     except httpx.HTTPError:
-        level.errors += 1
-        return
-    end = time.perf_counter()
-    level.tokens += n
-    if not finished:
-        level.errors += 1
-    if first is not None:
-        level.ttft.append(first - t0)
-        if n > 1:
-            level.tpot.append((end - first) / (n - 1))
+        return None, 0.0, 0, False
+    return first, time.perf_counter() - t0, tokens, finished
 
 
-async def run_level(url: str, model: str, clients: int, requests: int, max_tokens: int) -> Level:
+async def run_level(
+    url: str, model: str, clients: int, requests: int, max_tokens: int, round_: int = 0
+) -> Level:
     level = Level()
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(900.0), limits=httpx.Limits(max_connections=64)
+    ) as client:
 
-        async def user() -> None:
-            for _ in range(requests):
-                await one_request(client, url, model, max_tokens, level)
+        async def user(u: int) -> None:
+            for i in range(requests):
+                body = {"model": model, "messages": [{"role": "user", "content": prompt(u, i, round_)}], "max_tokens": max_tokens,
+                        "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.7, "seed": u * 100 + i}  # fmt: skip
+                first, end, n, finished = await one_request(client, url, body)
+                level.tokens += n
+                level.interrupted += not finished
+                if first is not None:
+                    level.ttft.append(first)
+                    if n > 1:
+                        level.tpot.append((end - first) / (n - 1))
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(clients)))
+        await asyncio.gather(*(user(u) for u in range(clients)))
         level.wall = time.perf_counter() - t0
     return level
+
+
+def system_prompt(tokenizer_url: str, tokens: int) -> str:
+    """A system prompt of about ``tokens`` tokens, counted by llama-server's /tokenize."""
+    unit = "Rule: answer politely and briefly, in the language of the question. "
+    per_unit = len(httpx.post(tokenizer_url + "/tokenize", json={"content": unit * 10}).json()["tokens"]) / 10
+    return unit * max(1, round(tokens / per_unit))
+
+
+async def shared_prefix(url: str, model: str, system: str) -> tuple[float, float]:
+    """Time to the first token of a first request with a long system prompt, then of a second with
+    the same one (answers of one token: the time to their end is the time to their first token)."""
+    out = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0)) as client:
+        for question in ("What are the opening hours?", "Where can visitors park?"):
+            body = {"model": model, "max_tokens": 1, "stream": True, "temperature": 0.0,
+                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}  # fmt: skip
+            _, end, _, finished = await one_request(client, url, body)
+            out.append(end if finished else float("nan"))
+    return out[0], out[1]
+
+
+def _cpu(proc: subprocess.Popen[bytes]) -> float:
+    t = psutil.Process(proc.pid).cpu_times()
+    return float(t.user + t.system)
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -99,13 +160,13 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 300) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 600) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server for {url} exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -115,60 +176,113 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 300) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="qwen2.5-0.5b:Q4_0", help="catalog NAME:QUANT to build")
-    ap.add_argument("--concurrency", default="1,4,8")
+    ap.add_argument("--model", default="qwen2.5-0.5b:Q4_K_M", help="catalog NAME:QUANT to build")
+    ap.add_argument("--clients", default="1,4,8,16")
     ap.add_argument("--requests", type=int, default=3, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--llama-cpp-server", action="store_true", help="also run llama-cpp-python's server")
+    ap.add_argument("--ctx", type=int, default=4096, help="context per request")
+    ap.add_argument("--parallel", type=int, default=8, help="requests each server decodes together")
     ap.add_argument(
-        "--url", action="append", default=[], help="another server: NAME=URL (its model id: 'bench')"
+        "--threads", type=int, default=None, help="CPU threads (default: kennel's, all physical cores)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat the sweep, alternating which server goes first"
+    )
+    ap.add_argument("--system-tokens", type=int, default=1500)
+    ap.add_argument(
+        "--llama-server", type=Path, default=None, help="a llama-server binary (default: the venv's)"
     )
     args = ap.parse_args()
     name, _, quant = args.model.partition(":")
     home = KennelHome.from_env().ensure()
-    path = synthetic_model(home, get(name).shape(), quant or "Q4_0")
-    print(f"model: {name} {quant} shape, random weights: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
-    threads = str(os.cpu_count() or 1)
-    servers: dict[str, str] = {}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    path = synthetic_model(home, get(name).shape(), quant or "Q4_K_M")
+    threads = args.threads or default_threads(probe(home, measure=False))
+    binary = args.llama_server or find_tool("llama-server")
+    if binary is None:
+        raise SystemExit("no llama-server: run scripts/install.sh, or give --llama-server PATH")
+    print(f"model: {name} {quant} shape, random weights: {path.name} ({path.stat().st_size / 2**20:.0f} MiB)")
+    print(
+        f"both: {args.parallel} slots x ctx {args.ctx}, {threads} threads, flash attention on; llama-server: {binary}"
+    )
+    levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "KENNEL_HOME": str(Path(tmp) / "home")}
-        port = 18484
-        procs["kennel"] = (subprocess.Popen([sys.executable, "-m", "kennel.cli.main", "serve", "--model", str(path), "--ctx",
-                                       str(args.ctx), "--port", str(port), "--preload"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        servers["kennel"] = f"http://127.0.0.1:{port}"
-        if args.llama_cpp_server:
-            procs["llama-cpp-python"] = (subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--port",
-                                           str(port + 1), "--n_ctx", str(args.ctx), "--n_threads", threads,
-                                           "--model_alias", "bench"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))  # fmt: skip
-            servers["llama-cpp-python"] = f"http://127.0.0.1:{port + 1}"
-        for item in args.url:
-            label, _, url = item.partition("=")
-            servers[label] = url.rstrip("/")
+        cache_mib = 256  # the same RAM prompt cache for both
+        cmds = {
+            "kennel": [sys.executable, "-m", "kennel.cli.main", "serve", "--model", str(path), "--ctx", str(args.ctx),
+                       "--parallel", str(args.parallel), "--threads", str(threads), "--port", "18484", "--preload",
+                       "--max-queue", "64", "--guard", "off", "--prompt-cache", str(cache_mib)],
+            "llama-server": [str(binary), "-m", str(path), "--port", "18485", "-np", str(args.parallel),
+                             "-c", str(args.ctx * args.parallel), "--kv-unified", "--kv-unified-per-slot", str(args.ctx),
+                             "-t", str(threads), "-fa", "on", "--cache-ram", str(cache_mib), "--no-webui",
+                             "--alias", "bench"],
+        }  # fmt: skip
+        urls = {"kennel": "http://127.0.0.1:18484", "llama-server": "http://127.0.0.1:18485"}
+        procs = {
+            k: subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for k, c in cmds.items()
+        }
+        results: dict[tuple[str, int], list[Level]] = {}
+        prefix: dict[str, tuple[float, float]] = {}
         try:
             for label, proc in procs.items():
-                wait_ready(servers[label], proc)
-            model_ids = dict.fromkeys(servers, "bench")
-            model_ids["kennel"] = httpx.get(servers["kennel"] + "/v1/models").json()["data"][0]["id"]
-            print(
-                f"{'server':<18}{'clients':>8}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'TPOT p50':>10}{'errors':>8}"
-            )
-            for clients in (int(c) for c in args.concurrency.split(",")):
-                for label, url in servers.items():
-                    lv = asyncio.run(
-                        run_level(url, model_ids[label], clients, args.requests, args.max_tokens)
-                    )
-                    print(f"{label:<18}{clients:>8}{lv.tokens / lv.wall:>9.1f}{pct(lv.ttft, 50):>9.2f}s"
-                          f"{pct(lv.ttft, 95):>9.2f}s{pct(lv.tpot, 50) * 1000:>8.0f}ms{lv.errors:>8}", flush=True)  # fmt: skip
+                wait_ready(urls[label] + ("/readyz" if label == "kennel" else "/health"), proc)
+            models = {
+                "kennel": httpx.get(urls["kennel"] + "/v1/models").json()["data"][0]["id"],
+                "llama-server": "bench",
+            }
+            for label in urls:  # one unmeasured request each: pages the weights in
+                asyncio.run(run_level(urls[label], models[label], 1, 1, 8, round_=-1))
+            for r in range(args.rounds):
+                order = list(urls) if r % 2 == 0 else list(reversed(urls))
+                for clients in levels:
+                    for label in order:
+                        before = _cpu(procs[label])
+                        lv = asyncio.run(
+                            run_level(urls[label], models[label], clients, args.requests, args.max_tokens, r)
+                        )
+                        lv.cpu = _cpu(procs[label]) - before
+                        results.setdefault((label, clients), []).append(lv)
+                        print(f"  round {r + 1} {label:<13}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
+                              f"TTFT p95 {pct(lv.ttft, 95):5.2f} s, server CPU {lv.cpu / lv.wall:4.2f} cores, "
+                              f"interrupted {lv.interrupted}", flush=True)  # fmt: skip
+            system = system_prompt(urls["llama-server"], args.system_tokens)
+            for label in urls:
+                prefix[label] = asyncio.run(shared_prefix(urls[label], models[label], system))
         finally:
             for p in procs.values():
                 p.terminate()
                 p.wait(timeout=30)
-    print(f"({args.requests} streaming requests per client, up to {args.max_tokens} tokens each; "
-          f"TPOT: time per output token after the first)")  # fmt: skip
+    report(results, prefix, levels, args)
+
+
+def report(results: dict[tuple[str, int], list[Level]], prefix: dict[str, tuple[float, float]], levels: list[int],
+           args: argparse.Namespace) -> None:  # fmt: skip
+    def merged(label: str, clients: int) -> tuple[float, list[float], list[float], int]:
+        runs = results[(label, clients)]
+        return (statistics.mean(lv.tok_s for lv in runs), [t for lv in runs for t in lv.ttft],
+                [t for lv in runs for t in lv.tpot], sum(lv.interrupted for lv in runs))  # fmt: skip
+
+    print()
+    print(
+        f"{'server':<14}{'clients':>8}{'gen tok/s':>11}{'TTFT p50':>10}{'TTFT p95':>10}{'TPOT p50':>10}{'interrupted':>13}"
+    )
+    for clients in levels:
+        for label in ("llama-server", "kennel"):
+            tok_s, ttft, tpot, bad = merged(label, clients)
+            print(f"{label:<14}{clients:>8}{tok_s:>11.1f}{pct(ttft, 50):>9.2f}s{pct(ttft, 95):>9.2f}s"
+                  f"{pct(tpot, 50) * 1000:>8.0f}ms{bad:>13}")  # fmt: skip
+    print()
+    print(f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}")
+    for clients in levels:
+        k, ll = merged("kennel", clients), merged("llama-server", clients)
+        print(f"{'':<24}{clients:>8}{k[0] / ll[0]:>10.2f}x{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x")
+    print()
+    print(f"shared system prompt of ~{args.system_tokens} tokens: TTFT first -> second request")
+    for label, (a, b) in prefix.items():
+        print(f"  {label:<14}{a:6.2f} s -> {b:5.2f} s  ({b / a:.2f}x)")
+    print(f"({args.rounds} round(s); {args.requests} streaming requests per client, up to {args.max_tokens} tokens each; "
+          "TPOT: time per output token after the first)")  # fmt: skip
 
 
 if __name__ == "__main__":

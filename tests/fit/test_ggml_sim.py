@@ -53,3 +53,14 @@ def test_outputs_are_never_reused() -> None:
     g = Graph()
     g.expand(y)
     assert reserve_size(g) == 2 * 4096
+
+
+def test_clamp_is_a_new_tensor_that_may_run_in_place() -> None:
+    c = Ctx()
+    x = c.sum_rows(c.mul_mat(c.weight(F32, 4, 1024), c.weight(F32, 4, 8)))
+    y = c.clamp(x)
+    assert y.view_src is None and y.op == "CLAMP"
+    g = Graph()
+    g.expand(c.unary("SCALE", y))
+    # mul_mat (32 KiB), then sum_rows (32 B) whose memory clamp and scale take over in place
+    assert reserve_size(g) == 4 * 1024 * 8 + 32

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
-from kennel.engines.llamacpp_bench import LlamaLogCapture
+from kennel.engines.llamacpp_tools import quantize
 from kennel.errors import InvalidOptionError
 from kennel.fit.quant import GGUF_SCHEMES, scheme, tensor_types, weights_bytes
 from kennel.model.gguf_header import read_header
@@ -61,15 +60,9 @@ def f32_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 @pytest.mark.parametrize("ftype", FTYPES, ids=[f.name.removeprefix("MOSTLY_") for f in FTYPES])
 def test_types_match_llama_quantize(f32_sources, tmp_path: Path, shape_name: str, ftype: FT) -> None:
-    import llama_cpp
-
     src, shape = f32_sources[shape_name]
     dst = tmp_path / "out.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(ftype)
-    params.nthread = 2
-    with LlamaLogCapture():
-        assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) == 0
+    quantize(src, dst, ftype.name.removeprefix("MOSTLY_"), threads=2)
     real = read_header(FileSource(dst))
     predicted = tensor_types(shape, ftype)  # type: ignore[arg-type]
     assert {t.name: T(t.ggml_type).name for t in real.tensors} == {n: T(v).name for n, v in predicted.items()}

@@ -141,7 +141,7 @@ def test_this_machine(kennel_home: Path) -> None:
     assert cpu.cores >= 1 and cpu.threads >= cpu.cores
     assert 0 < mem.available <= mem.total
     build = probe_llama_build()
-    assert build.installed and build.version == "0.3.36" and "CPU" in build.backends
+    assert build.installed and build.version == "2026.10.11549" and "CPU" in build.backends
     p = probe(KennelHome(kennel_home))
     assert p.memory.bandwidth_source == "measured" and p.memory.bandwidth_gbs > 0
     assert HardwareProfile.from_dict(json.loads(json.dumps(p.to_dict()))) == p

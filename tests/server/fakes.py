@@ -1,10 +1,21 @@
-"""The parts every fake engine in the tests shares: instant load, healthy, word-count tokens."""
+"""The parts every fake engine in the tests shares: instant load, healthy, the Engine contract's
+``generate`` dispatched to ``chat`` / ``complete`` hooks that subclasses write."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
-from kennel.engines.base import Capabilities, Embeddings
+from kennel.engines.base import (
+    Capabilities,
+    Delta,
+    Embeddings,
+    Memory,
+    Message,
+    Ranked,
+    Ranking,
+    Request,
+    Sampling,
+)
 from kennel.server.pool import ModelSpec
 
 
@@ -12,8 +23,10 @@ class FakeEngineBase:
     """Subclasses add ``chat`` and ``complete``; loading and unloading cost nothing."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        self.capabilities = Capabilities()
-        self.n_ctx = spec.plan.n_ctx
+        self.capabilities = Capabilities(embeddings=True, rerank=True)
+        self.context = spec.plan.context
+        self.parallel = spec.plan.parallel
+        self.aborted: list[str] = []
 
     async def load(self) -> None:
         pass
@@ -24,8 +37,28 @@ class FakeEngineBase:
     def healthy(self) -> bool:
         return True
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def memory(self) -> Memory | None:
+        return None
+
+    def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
+        if request.prompt is not None:
+            return self.complete(request.prompt, request.sampling)
+        return self.chat(list(request.messages), request.sampling)
+
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
+        raise NotImplementedError
+
+    def complete(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
+        raise NotImplementedError
+
+    async def busy(self) -> int:
+        return 0
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         return Embeddings(((0.0,),), 1)
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Ranking:
+        return Ranking(tuple(Ranked(i, 1.0 / (i + 1)) for i in range(len(documents))), len(documents))

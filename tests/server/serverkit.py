@@ -13,11 +13,13 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from kennel.engines.base import Memory
 from kennel.engines.llamacpp import LlamaCppEngine
+from kennel.engines.llamacpp_log import LoadLog
 from kennel.hardware.whatif import what_if
 from kennel.server.app import create_app
 from kennel.server.models import memory_budget, model_spec
-from kennel.server.pool import EngineFactory, Memory, ModelSpec
+from kennel.server.pool import EngineFactory, ModelSpec
 from kennel.server.settings import ServeSettings
 from kennel.settings import KennelHome
 
@@ -31,21 +33,45 @@ def free_port() -> int:
 
 
 def spec_for(
-    path: Path, home: KennelHome, *, name: str, ctx: int = 512, embedding: bool = False
+    path: Path,
+    home: KennelHome,
+    *,
+    name: str,
+    ctx: int = 512,
+    embedding: bool = False,
+    parallel: int | None = None,
+    flash_attn: bool = True,
 ) -> ModelSpec:
-    spec = model_spec(str(path), home=home, hw=what_if(ram=16 * GiB, cpu_cores=2), name=name, ctx=ctx)
-    return replace(
-        spec, plan=replace(spec.plan, embedding=embedding, pooling=1 if embedding else -1, n_threads=2)
-    )
+    """``flash_attn=False`` where a test compares concurrent answers with solo ones: llama.cpp's
+    CPU flash-attention kernel computes a batch of queries in another order than one query, so
+    with it on, the last bits (and then, in a random model, the tokens) may differ."""
+    hw = what_if(ram=16 * GiB, cpu_cores=2)
+    spec = model_spec(str(path), home=home, hw=hw, name=name, ctx=ctx, parallel=parallel, threads=2)
+    spec = replace(spec, plan=replace(spec.plan, flash_attn=flash_attn))
+    if embedding:  # a generated llama-shape model, served as an embedding model
+        spec = replace(spec, plan=replace(spec.plan, task="embed", pooling="mean"))
+    return spec
 
 
 @contextmanager
-def running_server(specs: list[ModelSpec], home: KennelHome, *, engine_factory: EngineFactory | None = None,
-                   budget: Memory | None = None, **settings: object) -> Iterator[str]:  # fmt: skip
+def running_server(
+    specs: list[ModelSpec],
+    home: KennelHome,
+    *,
+    engine_factory: EngineFactory | None = None,
+    budget: Memory | None = None,
+    **settings: object,
+) -> Iterator[str]:
     port = free_port()
     cfg = ServeSettings(port=port, **settings)  # type: ignore[arg-type]
-    app = create_app(cfg, specs, budget=budget or memory_budget(what_if(ram=16 * GiB, cpu_cores=2)), home=home,
-                     engine_factory=engine_factory or (lambda s: LlamaCppEngine(s.plan, name=s.name)))  # fmt: skip
+    load_log = LoadLog()
+    app = create_app(
+        cfg,
+        specs,
+        budget=budget or memory_budget(what_if(ram=16 * GiB, cpu_cores=2)),
+        home=home,
+        engine_factory=engine_factory or (lambda s: LlamaCppEngine(s.plan, name=s.name, load_log=load_log)),
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
     )

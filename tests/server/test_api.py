@@ -25,7 +25,7 @@ def server(make_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     home = KennelHome(tmp_path_factory.mktemp("serve-home"))
     path, _ = make_model(n_vocab=512)
     specs = [
-        spec_for(path, home, name="tiny", ctx=256),
+        spec_for(path, home, name="tiny", ctx=256, flash_attn=False),
         spec_for(path, home, name="embed", ctx=256, embedding=True),
     ]
     with running_server(specs, home, max_queue=8) as url:
@@ -92,7 +92,7 @@ def test_embeddings_and_models(client: openai.OpenAI) -> None:
     assert len(e.data) == 2 and len(e.data[0].embedding) == 64 and e.usage.prompt_tokens > 0
     ids = {m.id for m in client.models.list()}
     assert ids == {"tiny", "embed"}
-    with pytest.raises(openai.BadRequestError, match="not an embedding model"):
+    with pytest.raises(openai.BadRequestError, match="does not do embeddings"):
         client.embeddings.create(model="tiny", input="x")
 
 

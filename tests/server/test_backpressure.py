@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kennel.engines.base import Delta, LoadPlan, Message, Sampling
-from kennel.server.pool import Memory, ModelSpec
+from kennel.engines.base import Delta, LoadPlan, Memory, Message, Sampling
+from kennel.server.pool import ModelSpec
 from kennel.settings import KennelHome
 from tests.server.fakes import FakeEngineBase
 from tests.server.serverkit import running_server
@@ -53,7 +53,7 @@ class FakeEngine(FakeEngineBase):
 
 def _spec(name: str, ram: int = 1 << 20) -> ModelSpec:
     return ModelSpec(
-        name=name, plan=LoadPlan(path=Path("/nonexistent.gguf"), n_ctx=128), memory=Memory(ram=ram)
+        name=name, plan=LoadPlan(model=Path("/nonexistent.gguf"), context=128), memory=Memory(ram=ram)
     )
 
 

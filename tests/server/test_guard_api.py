@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from kennel.engines.base import Delta, LoadPlan, Message, Sampling
-from kennel.server.pool import Memory, ModelSpec
+from kennel.engines.base import Delta, LoadPlan, Memory, Message, Sampling
+from kennel.server.pool import ModelSpec
 from kennel.settings import KennelHome
 from kennel.store.profile import Profile
 from tests.server.fakes import FakeEngineBase
@@ -44,7 +45,7 @@ class EchoEngine(FakeEngineBase):
 def _spec(name: str) -> ModelSpec:
     profile = Profile(base=("0" * 64,), base_file="x.gguf", system="You are the clinic help desk. Be kind.")
     return ModelSpec(
-        name=name, plan=LoadPlan(path=Path("/none.gguf"), n_ctx=256), memory=Memory(ram=1), profile=profile
+        name=name, plan=LoadPlan(model=Path("/none.gguf"), context=256), memory=Memory(ram=1), profile=profile
     )
 
 
@@ -155,6 +156,40 @@ def test_server_failures_alert_once_and_recover(tmp_path: Path) -> None:
             assert _chat(url, "hello").status_code == 200
     assert [a["kind"] for a in got] == ["failing", "recovered"] and got[0]["subject"] == "kennel serve: m"
     assert got[0]["failures"] == 3
+
+
+class SlowBrokenEngine(BrokenEngine):
+    """Broken while BROKEN["on"]; otherwise a long, slow answer a client can hang up on."""
+
+    async def _say(self, text: str) -> AsyncIterator[Delta]:
+        for i in range(1000):
+            await asyncio.sleep(0.01)
+            yield Delta(f"w{i} ")
+        yield Delta(finish_reason="stop", prompt_tokens=3, completion_tokens=1000)
+
+
+def test_a_client_hanging_up_is_neither_a_success_nor_a_failure(tmp_path: Path) -> None:
+    """Failure streaks count engine errors; a 499 between two failures does not reset them."""
+    with webhook_receiver() as (hook_url, got):  # noqa: SIM117  # the receiver outlives the server
+        with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=SlowBrokenEngine,
+                            budget=Memory(ram=1 << 30), guard="off",
+                            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3}) as url:  # fmt: skip
+            BROKEN["on"] = True
+            assert _chat(url, "hello").status_code == 500
+            assert _chat(url, "hello").status_code == 500
+            BROKEN["on"] = False
+            with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
+                              json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:  # fmt: skip
+                next(r.iter_lines())  # then hang up
+            for _ in range(100):
+                if 'status="499"' in httpx.get(url + "/metrics").text:
+                    break
+                time.sleep(0.05)
+            assert 'status="499"' in httpx.get(url + "/metrics").text
+            BROKEN["on"] = True
+            assert _chat(url, "hello").status_code == 500  # the third failure in a row
+            BROKEN["on"] = False
+    assert [a["kind"] for a in got] == ["failing"] and got[0]["failures"] == 3
 
 
 class UnloadableEngine(EchoEngine):

@@ -9,9 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from kennel.engines.base import Capabilities, Delta, Embeddings, Engine, LoadPlan, Message, Sampling
+from kennel.engines.base import (
+    Capabilities,
+    Delta,
+    Embeddings,
+    Engine,
+    LoadPlan,
+    Memory,
+    Message,
+    Ranking,
+    Request,
+)
 from kennel.errors import InsufficientMemoryError, ModelLoadingError, ModelNotServedError, QueueFullError
-from kennel.server.pool import FOREVER, Memory, ModelSpec, Pool
+from kennel.server.pool import FOREVER, ModelSpec, Pool
 
 GiB = 2**30
 HI = [Message("user", "hi")]
@@ -24,7 +34,8 @@ class FakeEngine:
     capabilities = Capabilities()
 
     def __init__(self, spec: ModelSpec, factory: Factory) -> None:
-        self.spec, self.name, self.n_ctx, self.factory = spec, spec.name, spec.plan.n_ctx, factory
+        self.spec, self.name, self.factory = spec, spec.name, factory
+        self.context, self.parallel = spec.plan.context, spec.plan.parallel
         self.loaded = False
 
     async def load(self) -> None:
@@ -46,14 +57,20 @@ class FakeEngine:
     def healthy(self) -> bool:
         return self.loaded
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def memory(self) -> Memory | None:
+        return self.factory.reported.get(self.name)
 
-    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
-        return self._stream(len(messages))
+    def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
+        return self._stream(len(request.messages) or len((request.prompt or "").split()))
 
-    def complete(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
-        return self._stream(self.count_tokens(prompt))
+    async def busy(self) -> int:
+        return 0
+
+    async def abort(self, request_id: str) -> None:
+        pass
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Ranking:
+        return Ranking((), 0)
 
     async def _stream(self, prompt_tokens: int) -> AsyncIterator[Delta]:
         if gate := self.factory.run_gates.get(self.name):
@@ -74,6 +91,7 @@ class Factory:
         self.unload_gates: dict[str, asyncio.Event] = {}
         self.holding: dict[str, int] = {}  # RAM of engines loading or loaded and not yet unloaded
         self.peak_ram = 0
+        self.reported: dict[str, Memory] = {}  # what each engine says it holds once loaded
 
     def __call__(self, spec: ModelSpec) -> Engine:
         return FakeEngine(spec, self)
@@ -90,9 +108,11 @@ class Clock:
         return self.now
 
 
-def spec(name: str, ram_gib: float = 1, *, vram_gib: tuple[float, ...] = (), **kw: object) -> ModelSpec:
+def spec(
+    name: str, ram_gib: float = 1, *, vram_gib: tuple[float, ...] = (), parallel: int = 1, **kw: object
+) -> ModelSpec:
     memory = Memory(ram=int(ram_gib * GiB), vram=tuple(int(v * GiB) for v in vram_gib))
-    plan = LoadPlan(path=Path(f"/models/{name}.gguf"), n_ctx=256)
+    plan = LoadPlan(model=Path(f"/models/{name}.gguf"), context=256, parallel=parallel)
     return ModelSpec(name=name, plan=plan, memory=memory, digests=(f"sha-{name}",), **kw)  # type: ignore[arg-type]
 
 
@@ -104,7 +124,7 @@ def make_pool(*specs: ModelSpec, ram_gib: float = 10, **kw: object) -> tuple[Poo
 
 async def ask(pool: Pool, name: str, **kw: object) -> str:
     async with pool.use(name, **kw) as engine:  # type: ignore[arg-type]
-        return "".join([d.text async for d in engine.chat(HI, Sampling())])
+        return "".join([d.text async for d in engine.generate(Request(messages=tuple(HI)), "r")])
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -226,7 +246,7 @@ def test_the_queue_is_first_come_first_served(loaded: bool) -> None:
         async def request(i: int) -> None:
             async with pool.use("a") as engine:
                 order.append(i)
-                async for _ in engine.chat(HI, Sampling()):
+                async for _ in engine.generate(Request(messages=tuple(HI)), "r"):
                     await asyncio.sleep(0)  # give later arrivals every chance to cut in
 
         tasks = []
@@ -239,6 +259,52 @@ def test_the_queue_is_first_come_first_served(loaded: bool) -> None:
         await asyncio.gather(*tasks)
         assert order == [0, 1, 2, 3, 4]
         assert f.loads("a") == 1
+
+    run(go)
+
+
+def test_parallel_requests_run_together_and_the_rest_queue_in_order() -> None:
+    """The engine decodes ``parallel`` sequences at once: that many requests are admitted
+    together, none waits for another to finish, and later ones queue first come, first served."""
+
+    async def go() -> None:
+        pool, f = make_pool(spec("a", parallel=3))
+        await ask(pool, "a")
+        f.run_gates["a"] = gate = asyncio.Event()
+        admitted: list[int] = []
+
+        async def request(i: int) -> None:
+            async with pool.use("a") as engine:
+                admitted.append(i)
+                async for _ in engine.generate(Request(messages=tuple(HI)), f"r{i}"):
+                    await asyncio.sleep(0)
+
+        tasks = []
+        for i in range(5):
+            tasks.append(asyncio.create_task(request(i)))
+            await asyncio.sleep(0)
+        await settle()
+        slot = pool.slot("a")
+        assert admitted == [0, 1, 2] and slot.running == 3 and slot.waiting == 2
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert admitted == [0, 1, 2, 3, 4] and slot.running == slot.waiting == 0
+
+    run(go)
+
+
+def test_the_memory_an_engine_reports_replaces_the_estimate() -> None:
+    """Like Ollama's scheduler: once loaded, a model counts with what its engine says it holds,
+    so an estimate that was too low cannot overcommit the budget."""
+
+    async def go() -> None:
+        pool, f = make_pool(spec("a", 2), spec("b", 2), ram_gib=6)
+        f.reported["a"] = Memory(ram=5 * GiB)  # the estimate said 2
+        await ask(pool, "a")
+        assert pool.in_use() == Memory(ram=5 * GiB) and pool.slot("a").held == Memory(ram=5 * GiB)
+        await ask(pool, "b")  # 5 + 2 > 6: a, idle, makes room
+        assert [s.spec.name for s in pool.loaded()] == ["b"]
+        assert pool.slot("a").memory == Memory(ram=2 * GiB)  # unloaded: back to the estimate
 
     run(go)
 
@@ -350,7 +416,7 @@ def test_a_request_cancelled_while_waiting_frees_its_place() -> None:
         async def request(tag: str) -> None:
             async with pool.use("a") as engine:
                 order.append(tag)
-                async for _ in engine.chat(HI, Sampling()):
+                async for _ in engine.generate(Request(messages=tuple(HI)), "r"):
                     pass
 
         running = asyncio.create_task(request("first"))
@@ -368,7 +434,7 @@ def test_a_request_cancelled_while_waiting_frees_its_place() -> None:
         gate.set()
         await asyncio.gather(running, nxt)
         assert order == ["first", "next"]
-        assert (slot.running, slot.waiting) == (0, 0) and not slot.turn.locked()
+        assert (slot.running, slot.waiting) == (0, 0) and not slot.admit.locked()
 
     run(go)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
+from gguf import LlamaFileType
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -13,10 +16,11 @@ from kennel.cli import hardware_opts as ho
 from kennel.cli.output import console, err_console, print_json, status
 from kennel.errors import InvalidOptionError
 from kennel.fit import calibration
-from kennel.fit.estimate import FitOption, FitReport, default_run, estimate
+from kennel.fit.estimate import FitOption, FitReport, default_run, estimate, size_option
 from kennel.fit.measure import MeasureResult, measure
-from kennel.fit.quant import scheme
+from kennel.fit.quant import scheme, tensor_types
 from kennel.fit.serialize import report_dict
+from kennel.fit.serving import default_threads, serve_parallel, with_threads
 from kennel.fit.speed import Range
 from kennel.model.resolve import resolve
 from kennel.settings import KennelHome
@@ -55,7 +59,14 @@ def fit(
         "--parallel",
         min=1,
         max=256,
-        help="Sequences served at once; they share one cache of ctx x parallel.",
+        help="Sequences served at once; they share one cache of ctx x parallel. Without it, the table is "
+        "for one, and a last line says how many `kennel serve` runs at once.",
+    ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads llama.cpp uses (default: every physical core, as kennel serve).",
     ),
     ubatch: int = typer.Option(512, "--ubatch", min=1, help="Physical batch size (llama.cpp -ub)."),
     quant: list[str] = typer.Option(
@@ -94,6 +105,7 @@ def fit(
         hw = ho.hardware_from_options(
             home, ho.HardwareOptions(gpu, gpu_count, ram, cpu_cores, ram_bandwidth, hardware)
         )
+    hw = with_threads(hw, threads)  # speeds for the threads llama.cpp will use
     run = default_run(
         shape,
         ctx=ctx_tokens,
@@ -101,7 +113,7 @@ def fit(
         flash_attn=flash_attn == OnOff.on,
         parallel=parallel,
         n_ubatch=ubatch,
-        n_batch=max(512, ubatch),
+        n_batch=max(2048, ubatch),
     ).validated(shape)
     only = tuple(scheme(q).name for q in quant)  # refuses unknown names with the list of known ones
     backend = calibration.backend_of(hw, 1 if hw.llama is None or hw.llama.gpu_offload else 0)
@@ -115,17 +127,48 @@ def fit(
         report = estimate(
             shape, hw, run, calibration=measured.calibration, include_engines=engines, only=only
         )
+    serving = _serving(report, parallel_given=parallel != 1)
     if json_out:
         doc = report_dict(
             report, source=resolved.ref, file_name=resolved.file_name, file_size=resolved.file_size
         )
+        doc["serve"] = serving
         if measured is not None:
             doc["measured"] = _measured_dict(measured)
         print_json("fit", doc)
         return
     render(report, source=resolved.ref, file_size=resolved.file_size)
+    if serving is not None:
+        console().print(
+            f"[bold]kennel serve[/] would run {serving['quant']} with up to {serving['parallel']} requests at once "
+            f"(one cache of {serving['parallel']} x {serving['context']} tokens, {fmt_bytes(serving['memory_bytes'])}), "
+            f"on {serving['threads']} CPU threads."
+        )
     if measured is not None:
         _render_measured(measured)
+
+
+def _serving(report: FitReport, *, parallel_given: bool) -> dict[str, Any] | None:
+    """How `kennel serve` would run the recommended quantization (or the file's): the same
+    figures it picks itself, from the same functions."""
+    option = next((o for o in report.options if o.is_file), None) or next(
+        (o for o in report.options if o.quant == report.recommended), None
+    )
+    if option is None or option.fits == "no":
+        return None
+    shape, hw = report.shape, report.hardware
+    types = None if option.is_file else tensor_types(shape, LlamaFileType(scheme(option.quant).ftype or 0))
+    base = replace(report.run, parallel=1)
+    parallel = report.run.parallel if parallel_given else serve_parallel(shape, hw, base, types)
+    sized = size_option(shape, hw, replace(base, parallel=parallel), types)
+    return {
+        "quant": option.quant,
+        "parallel": parallel,
+        "context": report.run.ctx,
+        "threads": default_threads(hw),
+        "memory_bytes": sized.memory.total,
+        "placement": sized.placement.fits,
+    }
 
 
 def _measure_target(report: FitReport, only: tuple[str, ...]) -> str:

@@ -93,11 +93,11 @@ def render(p: HardwareProfile) -> None:
     if p.llama is not None:
         lb = p.llama
         if not lb.installed:
-            c.print("  llama   [yellow]llama-cpp-python is not installed[/]; run scripts/install.sh")
+            c.print("  llama   [yellow]xllamacpp (llama.cpp) is not installed[/]; run scripts/install.sh")
         else:
             offload = "[green]yes[/]" if lb.gpu_offload else "[yellow]no (CPU-only build)[/]"
             c.print(
-                f"  llama   llama-cpp-python {lb.version}; GPU offload {offload}; devices: {', '.join(lb.backends) or 'CPU'}; "
+                f"  llama   xllamacpp {lb.version}; GPU offload {offload}; devices: {', '.join(lb.backends) or 'CPU'}; "
                 f"mmap {'yes' if lb.mmap else 'no'}, mlock {'yes' if lb.mlock else 'no'}"
             )
     for note in p.notes:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from kennel.cli.output import err_console, print_json, status
-from kennel.engines.base import Delta, Engine, Message, Sampling
+from kennel.engines.base import Answer, Engine, Message, Request, Sampling
 from kennel.errors import ContextLengthError, InvalidOptionError, KennelError
 from kennel.settings import KennelHome
 
@@ -24,13 +25,26 @@ HELP = (
 
 
 @dataclass(frozen=True)
-class Answer:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str | None  # stop (end of text or a stop sequence) or length (max tokens, context)
+class RunAnswer:
+    answer: Answer
     seconds: float  # from the request to the last piece (prompt processing included)
     first_token_s: float  # from the request to the first piece the engine sent
+
+    @property
+    def text(self) -> str:
+        return self.answer.text
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.answer.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.answer.completion_tokens
+
+    @property
+    def finish_reason(self) -> str | None:  # stop (end of text or a stop sequence) or length
+        return self.answer.finish_reason
 
     @property
     def tokens_per_s(self) -> float:
@@ -63,12 +77,16 @@ def run(
         help="Longest answer in tokens (default: the profile's, else until the context is full).",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed, for repeatable answers."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads (default: every physical core)."
+    ),
     json_out: bool = typer.Option(
         False, "--json", help="With PROMPT: print one JSON document, no streaming."
     ),
 ) -> None:
     """Load a model here and answer PROMPT, or chat with it (history kept; /reset, /system, /quit)."""
     from kennel.engines.llamacpp import LlamaCppEngine
+    from kennel.engines.llamacpp_log import LoadLog
     from kennel.hardware.probe import probe
     from kennel.server.models import model_spec
     from kennel.server.protocol import merge_sampling
@@ -80,8 +98,11 @@ def run(
     home = KennelHome.from_env()
     with status("Planning the placement…", enabled=not json_out):
         # no bandwidth test: it only feeds speed estimates, and a first run would wait for it
-        spec = model_spec(model, home=home, hw=probe(home, measure=False), ctx=ctx)
-    if spec.plan.embedding:
+        # one person at the terminal: one sequence, so the whole memory goes to its context
+        spec = model_spec(
+            model, home=home, hw=probe(home, measure=False), ctx=ctx, parallel=1, threads=threads
+        )
+    if spec.plan.task != "generate":
         raise InvalidOptionError(
             f"{spec.name} is an embedding model; it does not generate text.",
             hint="Serve it (`kennel serve --model ...`) and use /v1/embeddings.",
@@ -95,10 +116,10 @@ def run(
     )
     # a base model without a chat template can still complete plain text
     templated = bool(
-        spec.plan.chat_template or check_gguf(spec.plan.path).metadata.get("tokenizer.chat_template")
+        spec.plan.chat_template or check_gguf(spec.plan.model).metadata.get("tokenizer.chat_template")
     )
     system = profile.system if profile else None
-    engine = LlamaCppEngine(spec.plan, name=spec.name)
+    engine = LlamaCppEngine(spec.plan, name=spec.name, load_log=LoadLog())
     try:
         with status(f"Loading {spec.name}…", enabled=not json_out):
             asyncio.run(engine.load())
@@ -134,7 +155,7 @@ def _once(
             },
         )
         return
-    err_console().print(f"[dim]{answer.speed(engine.n_ctx)}[/]")
+    err_console().print(f"[dim]{answer.speed(engine.context)}[/]")
 
 
 def _chat(engine: Engine, name: str, sampling: Sampling, *, system: str | None, templated: bool) -> None:
@@ -182,7 +203,7 @@ def _chat(engine: Engine, name: str, sampling: Sampling, *, system: str | None, 
             continue
         if templated:
             history = [*turn, Message("assistant", answer.text)]
-        c.print(f"[dim]{answer.speed(engine.n_ctx)}[/]")
+        c.print(f"[dim]{answer.speed(engine.context)}[/]")
 
 
 def _read_line(tty: bool) -> str | None:
@@ -205,41 +226,30 @@ def _messages(system: str | None, turns: Sequence[Message]) -> list[Message]:
 
 async def _answer(
     engine: Engine, request: Sequence[Message] | str, sampling: Sampling, *, stream: bool = True
-) -> Answer:
+) -> RunAnswer:
     """Generate one answer, writing each piece to stdout as it arrives when ``stream``."""
     t0 = time.perf_counter()
-    deltas = (
-        engine.complete(request, sampling) if isinstance(request, str) else engine.chat(request, sampling)
+    req = (
+        Request(sampling=sampling, prompt=request)
+        if isinstance(request, str)
+        else Request(sampling=sampling, messages=tuple(request))
     )
-    pieces: list[str] = []
+    deltas = engine.generate(req, f"run-{uuid.uuid4().hex[:12]}")
+    out = Answer()
     first: float | None = None
-    last = Delta()
     try:
         async for d in deltas:
             if first is None:
                 first = time.perf_counter() - t0
-            if d.text:
-                pieces.append(d.text)
-                if stream:
-                    sys.stdout.write(d.text)
-                    sys.stdout.flush()
-            if d.finish_reason:
-                last = d
+            out.add(d)
+            if d.text and stream:
+                sys.stdout.write(d.text)
+                sys.stdout.flush()
     finally:
         # stops the decode at once when we leave early (Ctrl-C, a broken pipe)
-        aclose = getattr(deltas, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await deltas.aclose()  # type: ignore[attr-defined]
     seconds = time.perf_counter() - t0
-    text = "".join(pieces)
-    if stream and not text.endswith("\n"):
+    if stream and not out.text.endswith("\n"):
         sys.stdout.write("\n")
         sys.stdout.flush()
-    return Answer(
-        text=text,
-        prompt_tokens=last.prompt_tokens,
-        completion_tokens=last.completion_tokens,
-        finish_reason=last.finish_reason,
-        seconds=seconds,
-        first_token_s=seconds if first is None else first,
-    )
+    return RunAnswer(out, seconds=seconds, first_token_s=seconds if first is None else first)

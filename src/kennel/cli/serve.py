@@ -37,7 +37,23 @@ def serve(
         None, "--max-loaded", min=1, help="Most models loaded at once (default 4)."
     ),
     max_queue: int | None = typer.Option(
-        None, "--max-queue", min=1, help="Requests per model queued or running before 429 (default 16)."
+        None, "--max-queue", min=1, help="Requests per model queued or running before 429 (default 32)."
+    ),
+    parallel: int | None = typer.Option(
+        None,
+        "--parallel",
+        min=1,
+        max=256,
+        help="Requests each model decodes together (default: what memory allows, up to 8; see `kennel fit`).",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads per model (default: every physical core)."
+    ),
+    prompt_cache_mib: int | None = typer.Option(
+        None,
+        "--prompt-cache",
+        min=0,
+        help="RAM per model for prompts kept between requests, in MiB (default: one full context, at least 256).",
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback bind without API keys."),
     log_content: bool = typer.Option(
@@ -53,9 +69,21 @@ def serve(
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
     with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
     entries = [ModelEntry(model=m, ctx=ctx, preload=preload) for m in model] or None
-    settings = load_settings(config, host=host, port=port, models=entries, max_loaded=max_loaded,
-                             max_queue=max_queue, insecure=insecure, log_content=log_content, guard=guard,
-                             guard_classifier=guard_classifier)  # fmt: skip
+    settings = load_settings(
+        config,
+        host=host,
+        port=port,
+        models=entries,
+        max_loaded=max_loaded,
+        max_queue=max_queue,
+        parallel=parallel,
+        threads=threads,
+        prompt_cache_mib=prompt_cache_mib,
+        insecure=insecure,
+        log_content=log_content,
+        guard=guard,
+        guard_classifier=guard_classifier,
+    )
     home = KennelHome.from_env()
     _check_security(settings, home)
     app, specs = _build(settings, home)
@@ -63,9 +91,13 @@ def serve(
     c = err_console()
     c.print(f"[bold]kennel serve[/] on {url}/v1 ({len(specs)} model{'s' if len(specs) != 1 else ''})")
     for s in specs:
-        where = f"{s.plan.n_gpu_layers} layers on GPU" if s.plan.n_gpu_layers else "CPU"
-        c.print(f"  {s.name}: {s.plan.path.name}, ctx {s.plan.n_ctx}, {where}, needs {s.memory.describe()}"
-                + (" [dim](embeddings)[/]" if s.plan.embedding else ""))  # fmt: skip
+        p = s.plan
+        where = f"{p.gpu_layers} layers on GPU" if p.gpu_layers else f"CPU, {p.threads} threads"
+        task = {"embed": " [dim](embeddings)[/]", "rerank": " [dim](rerank)[/]"}.get(p.task, "")
+        c.print(
+            f"  {s.name}: {p.model.name}, {p.parallel} requests at once x ctx {p.context}, {where}, "
+            f"needs {s.memory.describe()}{task}"
+        )
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
     import uvicorn
 
@@ -75,8 +107,10 @@ def serve(
 
 def _check_security(settings: ServeSettings, home: KennelHome) -> None:
     if not settings.models:
-        raise InvalidOptionError("Nothing to serve.",
-                                 hint="Give --model NAME (see `kennel ls`) or a --config file with a models: list.")  # fmt: skip
+        raise InvalidOptionError(
+            "Nothing to serve.",
+            hint="Give --model NAME (see `kennel ls`) or a --config file with a models: list.",
+        )
     _check_checkups(settings)
     if settings.is_loopback() or settings.insecure:
         return
@@ -106,20 +140,44 @@ def _check_checkups(settings: ServeSettings) -> None:
 
 def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untyped-def]
     from kennel.engines.llamacpp import LlamaCppEngine
+    from kennel.engines.llamacpp_log import LoadLog
     from kennel.hardware.probe import probe
     from kennel.server.app import create_app
     from kennel.server.models import memory_budget, model_spec
 
     with status("Probing hardware and planning placements…"):
         hw = probe(home)
-        specs = [model_spec(e.model, home=home, hw=hw, name=e.name, ctx=e.ctx, pinned=e.pinned,
-                            keep_alive=e.keep_alive) for e in settings.models]  # fmt: skip
+        specs = [
+            model_spec(
+                e.model,
+                home=home,
+                hw=hw,
+                name=e.name,
+                ctx=e.ctx,
+                pinned=e.pinned,
+                parallel=e.parallel or settings.parallel,
+                threads=e.threads or settings.threads,
+                prompt_cache_mib=e.prompt_cache_mib
+                if e.prompt_cache_mib is not None
+                else settings.prompt_cache_mib,
+                keep_alive=e.keep_alive,
+            )
+            for e in settings.models
+        ]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise InvalidOptionError(f"Two models are served under one name: {', '.join(names)}.",
-                                 hint="Give each a distinct `name:` in the config.")  # fmt: skip
-    app = create_app(settings, specs, budget=memory_budget(hw), home=home,
-                     engine_factory=lambda spec: LlamaCppEngine(spec.plan, name=spec.name))  # fmt: skip
+        raise InvalidOptionError(
+            f"Two models are served under one name: {', '.join(names)}.",
+            hint="Give each a distinct `name:` in the config.",
+        )
+    load_log = LoadLog()  # llama.cpp's load messages become memory figures, not terminal noise
+    app = create_app(
+        settings,
+        specs,
+        budget=memory_budget(hw),
+        home=home,
+        engine_factory=lambda spec: LlamaCppEngine(spec.plan, name=spec.name, load_log=load_log),
+    )
     return app, specs
 
 
@@ -149,10 +207,30 @@ def ps(
         print_json("ps", doc)
         return
     t = Table(header_style="bold", box=None, pad_edge=False)
-    for col in ("model", "state", "RAM", "VRAM", "ctx", "running", "waiting", "unloads in", "pinned"):
+    for col in (
+        "model",
+        "state",
+        "RAM",
+        "VRAM",
+        "ctx",
+        "parallel",
+        "running",
+        "waiting",
+        "unloads in",
+        "pinned",
+    ):
         t.add_column(col)
     for m in doc["models"]:
-        t.add_row(m["model"], m["state"], fmt_bytes(m["ram_bytes"]), fmt_bytes(sum(m["vram_bytes"])), str(m["context"]),
-                  str(m["running"]), str(m["waiting"]), "-" if m["unloads_in_s"] is None else f"{m['unloads_in_s']:.0f} s",
-                  "yes" if m["pinned"] else "")  # fmt: skip
+        t.add_row(
+            m["model"],
+            m["state"],
+            fmt_bytes(m["ram_bytes"]),
+            fmt_bytes(sum(m["vram_bytes"])),
+            str(m["context"]),
+            str(m.get("parallel", 1)),
+            str(m["running"]),
+            str(m["waiting"]),
+            "-" if m["unloads_in_s"] is None else f"{m['unloads_in_s']:.0f} s",
+            "yes" if m["pinned"] else "",
+        )
     console().print(t)

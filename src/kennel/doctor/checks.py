@@ -23,14 +23,7 @@ from kennel.units import GiB, fmt_bytes
 
 Status = Literal["ok", "warn", "fail"]
 DEFAULT_PORT = 8484
-LLAMA_VERSION = "0.3.36"
-_REBUILD = {
-    "cuda": 'CMAKE_ARGS="-DGGML_CUDA=on"',
-    "metal": 'CMAKE_ARGS="-DGGML_METAL=on"',
-    "rocm": 'CMAKE_ARGS="-DGGML_HIP=on"',
-    "sycl": 'CMAKE_ARGS="-DGGML_SYCL=on"',
-    "vulkan": 'CMAKE_ARGS="-DGGML_VULKAN=on"',
-}
+ENGINE = "xllamacpp"  # the package that carries llama.cpp
 
 
 @dataclass(frozen=True)
@@ -58,10 +51,7 @@ class DoctorContext:
 
 
 def _reinstall(backend: str) -> str:
-    return (
-        f"{_REBUILD.get(backend, '')} pip install --force-reinstall --no-cache-dir "
-        f"llama-cpp-python=={LLAMA_VERSION}   (or: bash scripts/install.sh --gpu {backend})"
-    ).strip()
+    return f"bash scripts/install.sh --gpu {backend}   (rebuilds llama.cpp for {backend}, about 10 minutes)"
 
 
 def check_llama_installed(c: DoctorContext) -> Check:
@@ -70,12 +60,10 @@ def check_llama_installed(c: DoctorContext) -> Check:
         return Check(
             "llama.cpp",
             "fail",
-            "llama-cpp-python is not installed; kennel cannot run models.",
+            f"{ENGINE} (llama.cpp) is not installed; kennel cannot run models.",
             "bash scripts/install.sh",
         )
-    return Check(
-        "llama.cpp", "ok", f"llama-cpp-python {lb.version}, devices: {', '.join(lb.backends) or 'CPU'}"
-    )
+    return Check("llama.cpp", "ok", f"{ENGINE} {lb.version}, devices: {', '.join(lb.backends) or 'CPU'}")
 
 
 def check_gpu_offload(c: DoctorContext) -> Check:
@@ -146,8 +134,8 @@ def check_driver(c: DoctorContext) -> Check:
             "NVIDIA driver",
             "fail",
             f"driver {nvidia[0].driver} supports CUDA {driver_cuda}, but llama.cpp was built with CUDA {c.cuda_runtime}.",
-            f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama-cpp-python "
-            f"with the CUDA toolkit {driver_cuda}",
+            f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama.cpp with the "
+            f"CUDA toolkit {driver_cuda} (bash scripts/install.sh --gpu cuda)",
         )
     return Check(
         "NVIDIA driver",
@@ -286,12 +274,10 @@ def nvidia_present() -> bool:
 
 def cuda_runtime_of_build() -> str | None:
     """The CUDA runtime version libggml-cuda links against, if this build has one."""
-    try:
-        import llama_cpp
-    except ImportError:
-        return None
-    lib = Path(llama_cpp.__file__).parent / "lib" / "libggml-cuda.so"
-    if not lib.exists() or not shutil.which("ldd"):
+    from kennel.hardware.llamacpp import engine_library
+
+    lib = engine_library()
+    if lib is None or not shutil.which("ldd"):
         return None
     try:
         out = subprocess.run(

@@ -1,9 +1,21 @@
 """The engine contract: what the server needs from anything that runs a model.
 
-Small on purpose, so an engine in another process (llama.cpp's llama-server, vLLM, both speaking
-OpenAI over HTTP) can sit behind it later: load with a placement plan, stream generated text,
-embed, unload, report health and what it can do. Values are frozen dataclasses; the server
-translates HTTP requests into them and never hands an engine a pydantic model.
+Modelled on vLLM's ``AsyncLLM`` and Ollama's runner:
+
+* ``generate(request, request_id)`` is an async generator of ``Delta`` pieces. Leaving it early
+  (the client went away, the task was cancelled, the caller closed it) aborts that request in the
+  engine, so its sequence is freed at the next decode step; ``abort(request_id)`` does the same
+  from outside.
+* An engine declares how many sequences it decodes together (``parallel``); the pool admits that
+  many requests at once and queues the rest. Requests never take turns inside an engine.
+* After ``load`` an engine reports the memory it actually holds (``memory()``); the pool believes
+  that over the fit estimate it planned with.
+* Nothing an engine does blocks the event loop: tokenizing, template rendering and decoding run in
+  the engine's own threads (or process).
+
+Values are frozen dataclasses. Protocol layers (OpenAI today, Ollama and Anthropic later) turn
+their HTTP bodies into one ``Request`` and render ``Delta`` pieces back; an engine never sees a
+pydantic model or an HTTP body.
 """
 
 from __future__ import annotations
@@ -11,7 +23,39 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
+
+from kennel.units import fmt_bytes
+
+Task = Literal["generate", "embed", "rerank"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes of RAM, and of VRAM per GPU (in the order of the hardware profile)."""
+
+    ram: int = 0
+    vram: tuple[int, ...] = ()
+
+    def __add__(self, other: Memory) -> Memory:
+        n = max(len(self.vram), len(other.vram))
+        a = self.vram + (0,) * (n - len(self.vram))
+        b = other.vram + (0,) * (n - len(other.vram))
+        return Memory(self.ram + other.ram, tuple(x + y for x, y in zip(a, b, strict=True)))
+
+    def fits_in(self, budget: Memory) -> bool:
+        if self.ram > budget.ram:
+            return False
+        return all(not v or (i < len(budget.vram) and v <= budget.vram[i]) for i, v in enumerate(self.vram))
+
+    @property
+    def total(self) -> int:
+        return self.ram + sum(self.vram)
+
+    def describe(self) -> str:
+        gpu = ", ".join(fmt_bytes(v) for v in self.vram if v)
+        return f"{fmt_bytes(self.ram)} RAM" + (f" + {gpu} VRAM" if gpu else "")
 
 
 @dataclass(frozen=True)
@@ -19,27 +63,46 @@ class Capabilities:
     chat: bool = True
     completion: bool = True
     embeddings: bool = False
+    rerank: bool = False
+    tools: bool = True  # OpenAI tool calls through the model's chat template
+    logprobs: bool = True
     json_schema: bool = True  # constrained decoding (JSON mode, json_schema)
     logit_bias: bool = True
 
 
 @dataclass(frozen=True)
-class LoadPlan:
-    """How to load one model: the GGUF and the placement `kennel fit` chose."""
+class Adapter:
+    path: Path  # a LoRA adapter (GGUF for llama.cpp)
+    scale: float = 1.0
 
-    path: Path  # the GGUF (first shard of a split one)
-    n_ctx: int = 4096
-    n_gpu_layers: int = 0
-    tensor_split: tuple[float, ...] = ()
-    kv_type: str = "f16"
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How to load one model, in terms of the model and the run rather than one engine's flags.
+
+    ``context`` is the most tokens one request may use (prompt and answer); ``parallel`` requests
+    are decoded together and share one cache of ``context * parallel`` tokens. ``gpu_layers`` and
+    ``gpu_split`` are the placement `kennel fit` chose (an engine that places whole models ignores
+    a partial offload it cannot do and says so at load).
+    """
+
+    model: Path  # the GGUF (first shard of a split one) or a model folder
+    task: Task = "generate"
+    context: int = 4096
+    parallel: int = 1
+    threads: int | None = None  # None: every physical core
+    gpu_layers: int = 0
+    gpu_split: tuple[float, ...] = ()
+    kv_cache_type: str = "f16"
+    kv_unified: bool = True  # one cache shared by the sequences, each capped at ``context``
+    swa_full: bool = False
     flash_attn: bool = True
-    n_threads: int | None = None
-    n_batch: int = 512
-    lora_path: Path | None = None
-    lora_scale: float = 1.0
-    chat_template: str | None = None  # overrides the GGUF's
-    embedding: bool = False  # an embedding model: pooled vectors, no generation
-    pooling: int = -1  # llama.cpp's pooling type for embeddings: -1 the model's own, 1 mean
+    batch: int = 2048  # tokens per logical batch (prompt chunks)
+    ubatch: int = 512  # tokens per physical batch
+    adapters: tuple[Adapter, ...] = ()
+    chat_template: str | None = None  # overrides the model's own
+    pooling: Literal["model", "mean", "cls", "last", "rank"] = "model"  # embeddings and rerank
+    prompt_cache_bytes: int = 0  # host memory for prompts saved between requests (0: none)
     warmup: bool = True
 
 
@@ -58,16 +121,131 @@ class Sampling:
     logit_bias: tuple[tuple[int, float], ...] = ()
     json_schema: str | None = None  # a JSON schema (as JSON text) the output must follow
     json_mode: bool = False  # any JSON object
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives per token, with logprobs
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its JSON schema as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters: str = '{"type": "object", "properties": {}}'
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # system | user | assistant | tool
+    content: str | None = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a tool turn: which call this answers
+    name: str | None = None
+    reasoning: str | None = None  # an assistant turn's reasoning, sent back by some clients
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation, whatever protocol it came in by: a chat (``messages``) or a plain-text
+    completion (``prompt``)."""
+
+    sampling: Sampling = field(default_factory=Sampling)
+    messages: tuple[Message, ...] = ()
+    prompt: str | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"  # auto | none | required | the name of one function
+    parallel_tool_calls: bool = True
+
+    @property
+    def is_chat(self) -> bool:
+        return self.prompt is None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: the first piece of a call carries its id and name, later pieces
+    more of its arguments (OpenAI's streaming shape)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of a streamed answer; the last one carries finish_reason and the token counts."""
+    """A piece of an answer; the last one carries finish_reason and the token counts (an earlier
+    one may carry the prompt's token count as soon as the engine knows it)."""
 
     text: str = ""
-    finish_reason: Literal["stop", "length", "content_filter"] | None = None
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the cache
+
+    @property
+    def empty(self) -> bool:
+        return not (self.text or self.reasoning or self.tool_calls or self.logprobs or self.finish_reason)
+
+
+@dataclass
+class Answer:
+    """A whole answer put together from its pieces: for clients that want one JSON document, for
+    `kennel run`, and for every protocol layer alike."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    pieces: int = 0  # pieces that carried something: tokens sent, for an answer cut short
+
+    def add(self, d: Delta) -> None:
+        self.text += d.text
+        self.reasoning += d.reasoning
+        for c in d.tool_calls:
+            while len(self.tool_calls) <= c.index:
+                self.tool_calls.append(ToolCall(id="", name="", arguments=""))
+            old = self.tool_calls[c.index]
+            self.tool_calls[c.index] = ToolCall(
+                id=c.id or old.id, name=c.name or old.name, arguments=old.arguments + c.arguments
+            )
+        self.logprobs.extend(d.logprobs)
+        self.pieces += bool(d.text or d.reasoning or d.tool_calls)
+        if d.prompt_tokens:
+            self.prompt_tokens = d.prompt_tokens
+        if d.finish_reason:
+            self.finish_reason = d.finish_reason
+            self.prompt_tokens, self.completion_tokens = d.prompt_tokens, d.completion_tokens
+            self.cached_tokens = d.cached_tokens
 
 
 @dataclass(frozen=True)
@@ -77,17 +255,23 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-    extra: dict[str, Any] = field(default_factory=dict)
+class Ranked:
+    index: int  # position of the document in the request
+    score: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    results: tuple[Ranked, ...]  # best first
+    prompt_tokens: int
 
 
 class Engine(Protocol):
-    """One loaded model. Methods may be called from the server's event loop only."""
+    """One loaded model. Methods are called from the server's event loop."""
 
     capabilities: Capabilities
-    n_ctx: int
+    context: int  # tokens one request may use
+    parallel: int  # requests decoded together
 
     async def load(self) -> None: ...
 
@@ -95,10 +279,18 @@ class Engine(Protocol):
 
     def healthy(self) -> bool: ...
 
-    def count_tokens(self, text: str) -> int: ...
+    def memory(self) -> Memory | None:
+        """What the loaded model holds, as the engine measured it (None: it cannot tell)."""
+        ...
 
-    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]: ...
+    def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]: ...
 
-    def complete(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]: ...
+    async def abort(self, request_id: str) -> None: ...
+
+    async def busy(self) -> int:
+        """Sequences the engine is decoding now, by its own count (not the server's)."""
+        ...
 
     async def embed(self, texts: Sequence[str]) -> Embeddings: ...
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Ranking: ...

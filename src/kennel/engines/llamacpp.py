@@ -1,241 +1,296 @@
-"""The embedded engine: llama.cpp in process through llama-cpp-python.
+"""The embedded engine: llama.cpp's own server core in process, through xllamacpp.
 
-One worker thread per loaded model runs every llama.cpp call, so requests to a model run one
-after another and never interrupt or corrupt each other (llama-cpp-python's own server cuts a
-running stream when a new request arrives). The token loop is ours, over ``Llama.generate``:
-exact token counts, stop sequences that never leak half-way, a stop flag checked per token so
-a client that goes away frees the model at once, and the prompt prefix cached in the KV cache
-is reused by the next request that shares it.
+llama.cpp's server core does what a team service needs and kennel does not rewrite: continuous
+batching over ``parallel`` slots (a new request joins the running batch between decode steps),
+prompt-cache reuse (a shared system prompt or the earlier turns of a chat are not computed
+again), the GGUF's own chat template with tool-call and reasoning parsing, grammars for JSON
+schemas, embeddings and reranking.
+
+Its Python entry points block the calling thread until an answer ends and hand each streamed
+chunk to a callback on that thread. So each request runs on one of the engine's threads, and the
+callback parses the chunk into a ``Delta`` and passes it to the event loop; returning True from
+the callback (after ``abort`` or when the consumer left) stops the request, which frees its slot
+at the next decode step. Requests always stream inside, with a chunk per prompt batch as well,
+so even a long prompt can be abandoned between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import secrets
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from kennel.engines.base import Capabilities, Delta, Embeddings, LoadPlan, Message, Sampling
-from kennel.engines.llamacpp_bench import llama
-from kennel.engines.textstream import TextStream
-from kennel.errors import ContextLengthError, InvalidRequestError, ModelLoadError
+from kennel.engines.base import (
+    Capabilities,
+    Delta,
+    Embeddings,
+    LoadPlan,
+    Memory,
+    Ranked,
+    Ranking,
+    Request,
+)
+from kennel.engines.llamacpp_log import LlamaBuffers, LoadLog
+from kennel.engines.llamacpp_params import VERBOSITY_BUFFERS, VERBOSITY_QUIET, common_params, xllamacpp
+from kennel.engines.openai_wire import ChunkReader, engine_error, request_body
+from kennel.errors import EngineError, InvalidRequestError, ModelLoadError
 
-_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml type ids
+Item = Delta | BaseException | None
+_PROCESSING = re.compile(r"^llamacpp:requests_processing\s+(\S+)", re.M)  # llama.cpp's busy slots
 
 
 class LlamaCppEngine:
-    def __init__(self, plan: LoadPlan, *, name: str) -> None:
+    def __init__(self, plan: LoadPlan, *, name: str, load_log: LoadLog | None = None) -> None:
         self.plan = plan
         self.name = name
-        self.n_ctx = plan.n_ctx
-        self.capabilities = Capabilities(chat=not plan.embedding, completion=not plan.embedding,
-                                         embeddings=plan.embedding)  # fmt: skip
-        self._llm: Any = None
-        self._formatter: Any = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{name}")
+        self.context = plan.context
+        self.parallel = plan.parallel
+        gen = plan.task == "generate"
+        self.capabilities = Capabilities(
+            chat=gen,
+            completion=gen,
+            embeddings=plan.task == "embed",
+            rerank=plan.task == "rerank",
+            tools=gen,
+            logprobs=gen,
+            json_schema=gen,
+            logit_bias=gen,
+        )
+        self._load_log = load_log
+        self._server: Any = None
+        self._memory: Memory | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        # a request holds a thread until its answer ends; aborted ones may need one more step
+        self._threads = ThreadPoolExecutor(
+            max_workers=2 * plan.parallel + 2, thread_name_prefix=f"llama-{name}"
+        )
+        self._stops: dict[str, threading.Event] = {}
+        self._jobs: set[Future[None]] = set()
+        self._loading: Future[None] | None = None
+        self._inbox: _Inbox | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def load(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        # the load goes on in its thread if the caller is cancelled; unload waits for it
+        self._loading = self._threads.submit(self._load)
+        await asyncio.wrap_future(self._loading)
 
     def _load(self) -> None:
-        p = self.plan
-        lib = llama()
-        kv = _KV_TYPES.get(p.kv_type, 1)
         try:
-            self._llm = lib.Llama(
-                str(p.path), n_ctx=p.n_ctx, n_gpu_layers=p.n_gpu_layers, tensor_split=list(p.tensor_split) or None,
-                flash_attn=p.flash_attn, n_threads=p.n_threads, n_batch=p.n_batch, n_ubatch=min(p.n_batch, 512),
-                lora_path=str(p.lora_path) if p.lora_path else None, lora_scale=p.lora_scale,
-                embedding=p.embedding, pooling_type=p.pooling, type_k=kv, type_v=kv, verbose=False,
-            )  # fmt: skip
-        except (ValueError, RuntimeError, OSError) as exc:
+            x = xllamacpp()
+        except ImportError as exc:
             raise ModelLoadError(
-                f"llama.cpp could not load {self.name} ({p.path.name}): {exc}.",
-                hint="Check the file with `kennel fit PATH`; a GPU build may need `kennel doctor`.",
+                "xllamacpp (llama.cpp) is not installed.", hint="Run scripts/install.sh."
             ) from exc
-        if not p.embedding:
-            self._formatter = self._make_formatter(p.chat_template)
-        if p.warmup:
-            self._warmup()
-
-    def _make_formatter(self, override: str | None) -> Any:
-        llm = self._llm
-        template = override or llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            return None
-        fmt = llama().llama_chat_format
-        eos_id, bos_id = llm.token_eos(), llm.token_bos()
-        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
-        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-        return fmt.Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
+        self._folder = tempfile.TemporaryDirectory(prefix="kennel-llama-")  # 0700: the listener's socket
+        log = self._load_log if self._load_log is not None and self._load_log.can_quiet else None
+        params = common_params(
+            self.plan,
+            socket=Path(self._folder.name) / "llama.sock",
+            api_key=secrets.token_urlsafe(32),
+            verbosity=VERBOSITY_BUFFERS if log else VERBOSITY_QUIET,
         )
+        lines: list[str] = []
+        with log.capture() if log else contextlib.nullcontext(lines) as captured:
+            try:
+                self._server = x.Server(params)
+            except (RuntimeError, ValueError) as exc:
+                self._folder.cleanup()
+                said = " ".join(ln.strip() for ln in captured if " E " in ln)[-300:]
+                raise ModelLoadError(
+                    f"llama.cpp could not load {self.name} ({self.plan.model.name})"
+                    + (f": {said}" if said else "."),
+                    hint="Check the file with `kennel fit PATH`; a GPU build may need `kennel doctor`.",
+                ) from exc
+        buffers = LlamaBuffers.from_log("".join(captured))
+        if buffers.found:
+            self._memory = buffers.memory() + Memory(ram=self.plan.prompt_cache_bytes)
+        self._ready()
 
-    def _warmup(self) -> None:
-        """A real one-token decode, so the first user request does not pay for lazy init."""
-        if self.plan.embedding:
-            self._llm.embed("warm up")
-            return
-        tokens = self._llm.tokenize(b"Hello", add_bos=True, special=False)
-        for _ in self._llm.generate(tokens, temp=0.0):
-            break
+    def _ready(self) -> None:
+        """One real request through llama.cpp's loop: the first decode pays for lazy
+        initialisation here rather than in a user's request, and from now on the loop is running
+        (destroying a Server whose loop has not started yet can hang)."""
+        s = self._server
+        if self.plan.task == "embed":
+            r = s.handle_embeddings({"input": ["warm up"]})
+        elif self.plan.task == "rerank":
+            r = s.handle_rerank({"query": "warm up", "documents": ["warm up"]})
+        else:
+            r = s.handle_completions({"prompt": "Hi", "n_predict": 1, "cache_prompt": False})
+        if isinstance(r, dict) and "error" in r:
+            self._close()
+            raise ModelLoadError(f"{self.name} loaded but could not answer: {r['error']}.")
 
     async def unload(self) -> None:
-        def close() -> None:
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = None
+        for stop in self._stops.values():
+            stop.set()
+        pending = [asyncio.wrap_future(j) for j in [*self._jobs, *([self._loading] if self._loading else [])]]
+        if pending:  # each ends at its next decode step
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._close)
+        self._threads.shutdown(wait=False)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+    def _close(self) -> None:
+        server, self._server = self._server, None
+        del server  # the last reference: llama.cpp stops its loop and frees the model here
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
     def healthy(self) -> bool:
-        return self._llm is not None
+        return self._server is not None
+
+    def memory(self) -> Memory | None:
+        return self._memory
 
     # ---- requests -------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
-
-    def chat_prompt(self, messages: Sequence[Message]) -> tuple[list[int], tuple[str, ...]]:
-        """The chat template applied: prompt tokens and the template's stop strings."""
-        if self._formatter is None:
+    def _check(self, what: str, able: bool) -> Any:
+        if self._server is None:
+            raise EngineError(f"{self.name} is not loaded.", hint="Retry; the server reloads it.")
+        if not able:
+            kind = {"generate": "a text-generation", "embed": "an embedding", "rerank": "a reranking"}
             raise InvalidRequestError(
-                f"{self.name} has no chat template.",
-                hint="Use /v1/completions, or set `template` in the model's profile (`kennel create`).",
+                f"{self.name} is {kind[self.plan.task]} model; it does not do {what}.",
+                hint="Pick a model for this endpoint (GET /v1/models lists what each one does).",
             )
-        try:
-            r = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-        except Exception as exc:  # jinja2 raises its own tree (e.g. "roles must alternate")
-            raise InvalidRequestError(
-                f"The chat template of {self.name} rejected the messages: {exc}."
-            ) from exc
-        tokens = self._llm.tokenize(r.prompt.encode(), add_bos=not r.added_special, special=True)
-        stop = r.stop if isinstance(r.stop, list) else ([r.stop] if r.stop else [])
-        return tokens, tuple(stop)
+        return self._server
 
-    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
-        tokens, stop = self.chat_prompt(messages)
-        return self._stream(tokens, sampling, extra_stop=stop)
-
-    def complete(self, prompt: str, sampling: Sampling) -> AsyncIterator[Delta]:
-        tokens = self._llm.tokenize(prompt.encode(), add_bos=True, special=False)
-        return self._stream(tokens, sampling, extra_stop=())
-
-    async def _stream(
-        self, tokens: list[int], sampling: Sampling, *, extra_stop: tuple[str, ...]
-    ) -> AsyncIterator[Delta]:
-        room = self.n_ctx - len(tokens)
-        if room < 1:
-            raise ContextLengthError(
-                f"The prompt is {len(tokens)} tokens; {self.name} holds at most {self.n_ctx - 1} "
-                f"(its context is {self.n_ctx} tokens, prompt and answer together).",
-                hint="Shorten the prompt or the history, or serve the model with a larger context.",
-            )
-        grammar = self._grammar(sampling)
-        max_new = min(sampling.max_tokens or room, room)
+    async def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
+        server = self._check("chat or completions", self.capabilities.chat)
+        if request_id in self._stops:
+            raise InvalidRequestError(f"Request id {request_id!r} is already running.")
+        payload = json.dumps(request_body(request)).encode()
+        handle = server.handle_chat_completions if request.is_chat else server.handle_completions
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
-
-        def put(item: Delta | BaseException | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        cancel = threading.Event()
-        job: Future[None] = self._executor.submit(
-            self._generate, tokens, sampling, max_new, (*sampling.stop, *extra_stop), grammar, put, cancel
+        if self._inbox is None or self._inbox.loop is not loop:
+            self._inbox = _Inbox(loop)
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        stop = threading.Event()
+        self._stops[request_id] = stop
+        job = self._threads.submit(
+            _run,
+            handle,
+            payload,
+            ChunkReader(top_logprobs=request.sampling.top_logprobs),
+            stop,
+            self._inbox.putter(queue),
         )
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            cancel.set()  # a client that left stops the decode at the next token
-            await asyncio.wrap_future(job)
+            stop.set()  # the client left, the caller closed us, or the answer ended: free the slot
+            self._stops.pop(request_id, None)
 
-    def _grammar(self, s: Sampling) -> Any:
-        if not (s.json_schema or s.json_mode):
-            return None
-        g = llama().llama_grammar
-        try:
-            if s.json_schema:
-                json.loads(s.json_schema)
-                return g.LlamaGrammar.from_json_schema(s.json_schema, verbose=False)
-            return g.LlamaGrammar.from_string(g.JSON_GBNF, verbose=False)
-        except Exception as exc:  # llama.cpp's schema converter raises plain exceptions
-            raise InvalidRequestError(f"The JSON schema cannot be turned into a grammar: {exc}.",
-                                      hint="Use a simpler schema (objects, arrays, enums, basic types).") from exc  # fmt: skip
+    async def abort(self, request_id: str) -> None:
+        stop = self._stops.get(request_id)
+        if stop is not None:
+            stop.set()
 
-    def _generate(self, tokens: list[int], s: Sampling, max_new: int, stop: tuple[str, ...], grammar: Any,
-                  put: Callable[[Delta | BaseException | None], None], cancel: threading.Event) -> None:  # fmt: skip
-        try:
-            self._decode(tokens, s, max_new, stop, grammar, put, cancel)
-        except BaseException as exc:  # handed to the event loop, raised there
-            put(exc)
-        finally:
-            put(None)
-
-    def _decode(self, tokens: list[int], s: Sampling, max_new: int, stop: tuple[str, ...], grammar: Any,
-                put: Callable[[Delta | BaseException | None], None], cancel: threading.Event) -> None:  # fmt: skip
-        llm = self._llm
-        if s.seed is not None:
-            llm.set_seed(s.seed)
-        processors = None
-        if s.logit_bias:
-            bias = dict(s.logit_bias)
-
-            def apply_bias(_ids: Any, scores: Any) -> Any:
-                for tok, b in bias.items():
-                    scores[tok] += b
-                return scores
-
-            processors = llama().LogitsProcessorList([apply_bias])
-        text = TextStream(stop)
-        vocab = llm._model.vocab
-        is_eog = llama().llama_vocab_is_eog
-        n, finish, prev = 0, "length", list(tokens)
-        gen = llm.generate(tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=s.temperature,
-                           repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
-                           presence_penalty=s.presence_penalty, logits_processor=processors, grammar=grammar)  # fmt: skip
-        try:
-            for tok in gen:
-                if cancel.is_set():
-                    finish = "stop"
-                    break
-                if is_eog(vocab, tok):
-                    finish = "stop"
-                    break
-                n += 1
-                out = text.feed(llm.detokenize([tok], prev_tokens=prev))
-                prev.append(tok)
-                if out:
-                    put(Delta(out))
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if n >= max_new:
-                    break
-        finally:
-            gen.close()
-        if rest := text.flush():
-            put(Delta(rest))
-        put(Delta(finish_reason=finish, prompt_tokens=len(tokens), completion_tokens=n))  # type: ignore[arg-type]
+    async def busy(self) -> int:
+        server = self._check("metrics", True)
+        text = await asyncio.get_running_loop().run_in_executor(self._threads, server.handle_metrics)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        m = _PROCESSING.search(text)
+        return int(float(m.group(1))) if m else 0
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
-        if not self.plan.embedding:
-            raise InvalidRequestError(f"{self.name} is not an embedding model.",
-                                      hint="Serve an embedding model (e.g. `kennel recommend --task embedding`).")  # fmt: skip
-        for t in texts:
-            if (n := self.count_tokens(t)) >= self.n_ctx:
-                raise ContextLengthError(
-                    f"An input is {n} tokens; {self.name} embeds at most {self.n_ctx - 1}."
-                )
+        server = self._check("embeddings", self.capabilities.embeddings)
+        r = await self._call(server.handle_embeddings, {"input": list(texts), "encoding_format": "float"})
+        data = sorted(r["data"], key=lambda d: int(d["index"]))
+        vectors = tuple(tuple(float(v) for v in d["embedding"]) for d in data)
+        return Embeddings(vectors=vectors, prompt_tokens=int(r.get("usage", {}).get("prompt_tokens", 0)))
 
-        def run() -> Any:
-            return self._llm.create_embedding(list(texts))
+    async def rerank(self, query: str, documents: Sequence[str]) -> Ranking:
+        server = self._check("reranking", self.capabilities.rerank)
+        r = await self._call(server.handle_rerank, {"query": query, "documents": list(documents)})
+        ranked = sorted(
+            (Ranked(int(x["index"]), float(x["relevance_score"])) for x in r["results"]),
+            key=lambda x: -x.score,
+        )
+        return Ranking(results=tuple(ranked), prompt_tokens=int(r.get("usage", {}).get("prompt_tokens", 0)))
 
-        r = await asyncio.get_running_loop().run_in_executor(self._executor, run)
-        vectors = tuple(tuple(float(x) for x in d["embedding"]) for d in r["data"])
-        return Embeddings(vectors=vectors, prompt_tokens=int(r["usage"]["prompt_tokens"]))
+    async def _call(self, fn: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -> dict[str, Any]:
+        r = await asyncio.get_running_loop().run_in_executor(self._threads, fn, body)
+        if not isinstance(r, dict):
+            raise EngineError(f"{self.name} gave an answer kennel cannot read.")
+        if "error" in r:
+            raise engine_error(r["error"] if isinstance(r["error"], dict) else {"message": str(r["error"])})
+        if "code" in r and "message" in r and "data" not in r and "results" not in r:
+            raise engine_error(r)
+        return r
+
+
+class _Inbox:
+    """Pieces from the engine's threads to one event loop. A decode step yields a piece for every
+    running request at about the same moment; they share one wake-up of the loop instead of one
+    each, which leaves more of a busy CPU to llama.cpp."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[Item], Item]] = []
+
+    def putter(self, queue: asyncio.Queue[Item]) -> Callable[[Item], None]:
+        def put(item: Item) -> None:
+            with self._lock:
+                self._items.append((queue, item))
+                if len(self._items) > 1:
+                    return  # a wake-up is already on its way
+            with contextlib.suppress(RuntimeError):  # the loop is gone (the caller's asyncio.run ended)
+                self.loop.call_soon_threadsafe(self._deliver)
+
+        return put
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+def _run(
+    handle: Callable[[bytes, Callable[[bytes], bool]], None],
+    payload: bytes,
+    reader: ChunkReader,
+    stop: threading.Event,
+    put: Callable[[Item], None],
+) -> None:
+    """On an engine thread: one request, from the body to the last chunk."""
+
+    def on_chunk(data: bytes) -> bool:
+        if stop.is_set():
+            return True  # llama.cpp cancels the request and frees its slot
+        try:
+            delta = reader.feed(json.loads(data))
+        except BaseException as exc:  # an error chunk, or bytes that are not JSON
+            stop.set()
+            put(exc)
+            return True
+        if delta is not None:
+            put(delta)
+        return False
+
+    try:
+        handle(payload, on_chunk)
+        if not stop.is_set():
+            put(reader.finish())
+    except ValueError as exc:  # llama.cpp's std::invalid_argument: the request is at fault
+        put(InvalidRequestError(f"llama.cpp refused the request: {exc}"))
+    except BaseException as exc:  # raised on the event loop by the consumer
+        put(EngineError(f"llama.cpp failed: {exc}") if isinstance(exc, RuntimeError) else exc)
+    finally:
+        put(None)

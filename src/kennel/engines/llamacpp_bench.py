@@ -2,64 +2,35 @@
 
 Two uses: the buffer sizes llama.cpp logs while loading (model, KV cache, compute and output
 buffers, per backend), which is the ground truth the fit estimate is tested against; and timed
-prompt processing and generation, for ``kennel fit --measure``.
+prompt processing and generation, for ``kennel fit --measure``. Timings are llama.cpp's own
+(the ``timings`` of its completion response), so they count what llama.cpp did, not Python.
+
+Each run happens in a child process (``python -m kennel.engines.llamacpp_bench``): its stderr is
+llama.cpp's log, a model too big for the machine kills the child rather than kennel, and every
+run starts from a fresh llama.cpp.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib
-import logging
+import json
+import os
 import random
-import re
+import secrets
+import subprocess
+import sys
+import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from kennel.engines.base import LoadPlan
+from kennel.engines.llamacpp_log import LlamaBuffers
 from kennel.errors import MeasureError
 from kennel.fit.memory import RunConfig, cparams
 from kennel.model.shape import ModelShape
 
-_BUFFERS = {
-    "model": re.compile(r"(\S+) model buffer size =\s+([\d.]+) MiB"),
-    "kv": re.compile(r"(\S+) KV buffer size =\s+([\d.]+) MiB"),
-    "compute": re.compile(r"(\S+) compute buffer size =\s+([\d.]+) MiB"),
-    "output": re.compile(r"(\S+)\s+output buffer size =\s+([\d.]+) MiB"),
-}
-
-
-def llama() -> Any:
-    """llama_cpp, imported on first use: loading libllama costs ~0.3 s that sizing-only commands
-    (and what-if hardware) should not pay."""
-    return importlib.import_module("llama_cpp")
-
-
-_GGML_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "BF16": 30}
-
-
-@dataclass(frozen=True)
-class LlamaBuffers:
-    """Buffer sizes in bytes as llama.cpp logged them (printed in MiB with two decimals)."""
-
-    model: dict[str, int] = field(default_factory=dict)
-    kv: dict[str, int] = field(default_factory=dict)
-    compute: dict[str, int] = field(default_factory=dict)
-    output: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(sum(d.values()) for d in (self.model, self.kv, self.compute, self.output))
-
-    @classmethod
-    def from_log(cls, text: str) -> LlamaBuffers:
-        found: dict[str, dict[str, int]] = {k: defaultdict(int) for k in _BUFFERS}
-        for kind, pat in _BUFFERS.items():
-            for name, mib in pat.findall(text):
-                found[kind][name] += round(float(mib) * 2**20)
-        return cls(**{k: dict(v) for k, v in found.items()})
+__all__ = ["BenchResult", "LlamaBuffers", "bench", "load_buffers"]
 
 
 @dataclass(frozen=True)
@@ -80,108 +51,56 @@ class BenchResult:
         return self.gen_tokens / self.gen_seconds if self.gen_seconds else 0.0
 
 
-class LlamaLogCapture:
-    """Route llama.cpp's log into a buffer for the duration of a load, then restore quiet."""
-
-    def __init__(self) -> None:
-        llama_cpp = llama()
-
-        self._llama = llama_cpp
-        self.lines: list[str] = []
-
-        def sink(level: int, text: bytes, user: ctypes.c_void_p) -> None:
-            self.lines.append(text.decode("utf-8", errors="replace"))
-
-        self._cb = llama_cpp.llama_log_callback(sink)
-
-    def __enter__(self) -> LlamaLogCapture:
-        self._llama.llama_log_set(self._cb, ctypes.c_void_p(0))
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        _logger = importlib.import_module("llama_cpp._logger")
-
-        _logger.logger.setLevel(logging.ERROR)
-        self._llama.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-
-def _context_params(shape: ModelShape, run: RunConfig, threads: int | None):  # type: ignore[no-untyped-def]
-    llama_cpp = llama()
-
-    cp = llama_cpp.llama_context_default_params()
-    # llama.cpp pads n_ctx itself; give it the unpadded total so the padding is its own
-    cp.n_ctx = run.ctx * run.parallel
-    cp.n_batch = run.n_batch
-    cp.n_ubatch = run.n_ubatch
-    cp.n_seq_max = run.parallel
-    cp.kv_unified = run.kv_unified
-    cp.swa_full = run.swa_full
-    cp.flash_attn_type = (
-        llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        if run.flash_attn
-        else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+def plan_for(path: Path, run: RunConfig, *, gpu_layers: int = 0, threads: int | None = None) -> LoadPlan:
+    """The engine's LoadPlan for a fit RunConfig, so a measured load is a served load."""
+    return LoadPlan(
+        model=path,
+        context=run.ctx,
+        parallel=run.parallel,
+        threads=threads,
+        gpu_layers=gpu_layers,
+        kv_cache_type=run.kv_type,
+        kv_unified=run.kv_unified,
+        swa_full=run.swa_full,
+        flash_attn=run.flash_attn,
+        batch=run.n_batch,
+        ubatch=run.n_ubatch,
+        warmup=False,
     )
-    cp.type_k = cp.type_v = _GGML_TYPES.get(run.kv_type_ggml, 1)
-    cp.no_perf = False
-    if threads:
-        cp.n_threads = cp.n_threads_batch = threads
-    cparams(shape, run)  # validates the same rules kennel plans with
-    return cp
 
 
-@dataclass
-class _Loaded:
-    model: object
-    ctx: object
-    log: str
-    seconds: float
-
-
-def _load(path: Path, shape: ModelShape, run: RunConfig, n_gpu_layers: int, threads: int | None) -> _Loaded:
-    llama_cpp = llama()
-
-    if not path.exists():
-        raise MeasureError(f"No model file at {path}.")
-    llama_cpp.llama_backend_init()
-    mp = llama_cpp.llama_model_default_params()
-    mp.n_gpu_layers = n_gpu_layers
-    t0 = time.perf_counter()
-    with LlamaLogCapture() as cap:
-        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
-        if not model:
-            raise MeasureError(
-                f"llama.cpp could not load {path}.", hint="The log said: " + cap.text[-400:].strip()
-            )
-        ctx = llama_cpp.llama_init_from_model(model, _context_params(shape, run, threads))
-        if not ctx:
-            llama_cpp.llama_model_free(model)
-            raise MeasureError(
-                "llama.cpp could not create a context for this model.",
-                hint="The log said: " + cap.text[-400:].strip(),
-            )
-    return _Loaded(model, ctx, cap.text, time.perf_counter() - t0)
-
-
-def _free(loaded: _Loaded) -> None:
-    llama_cpp = llama()
-
-    llama_cpp.llama_free(loaded.ctx)
-    llama_cpp.llama_model_free(loaded.model)
+def _run_child(job: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kennel.engines.llamacpp_bench", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise MeasureError(f"llama.cpp did not finish within {timeout:.0f} s.") from exc
+    log = done.stderr
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = " ".join(log.strip().splitlines()[-3:])[-400:]
+        killed = " (killed: out of memory?)" if done.returncode < 0 else ""
+        raise MeasureError(
+            f"llama.cpp could not load {Path(job['path']).name}{killed}.", hint=f"The log said: {tail}"
+        )
+    return json.loads(lines[-1]), log
 
 
 def load_buffers(path: Path, shape: ModelShape, run: RunConfig, *, n_gpu_layers: int = 0) -> LlamaBuffers:
     """What llama.cpp allocates for ``path`` under ``run``: the sizes it logs."""
-    loaded = _load(path, shape, run, n_gpu_layers, threads=None)
-    try:
-        return LlamaBuffers.from_log(loaded.log)
-    finally:
-        _free(loaded)
+    cparams(shape, run)  # validates the same rules kennel plans with
+    if not path.exists():
+        raise MeasureError(f"No model file at {path}.")
+    job = {"path": str(path), "plan": _plan_json(plan_for(path, run, gpu_layers=n_gpu_layers))}
+    _, log = _run_child(job, timeout=300)
+    return LlamaBuffers.from_log(log)
 
 
 def bench(
@@ -195,40 +114,77 @@ def bench(
     threads: int | None = None,
     seed: int = 0,
 ) -> BenchResult:
-    """Time one prompt of ``prompt_tokens`` and ``gen_tokens`` single-token decodes after it."""
-    llama_cpp = llama()
-
+    """Time one prompt of ``prompt_tokens`` and ``gen_tokens`` generated tokens after it."""
+    cparams(shape, run)
     prompt_tokens = min(prompt_tokens, run.n_batch, run.ctx - gen_tokens - 1)
     if prompt_tokens < 1:
         raise MeasureError("The context is too short to measure; use --ctx 1024 or more.")
-    loaded = _load(path, shape, run, n_gpu_layers, threads)
+    if not path.exists():
+        raise MeasureError(f"No model file at {path}.")
     rng = random.Random(seed)
     vocab = max(shape.n_vocab, 260)
-    try:
-        ctx = loaded.ctx
+    job = {
+        "path": str(path),
+        "plan": _plan_json(plan_for(path, run, gpu_layers=n_gpu_layers, threads=threads)),
+        "prompt": [rng.randrange(3, vocab) for _ in range(prompt_tokens)],
+        "gen": gen_tokens,
+    }
+    out, log = _run_child(job, timeout=3600)
+    t = out["timings"]
+    return BenchResult(
+        buffers=LlamaBuffers.from_log(log),
+        prompt_tokens=int(t["prompt_n"]),
+        prompt_seconds=float(t["prompt_ms"]) / 1000,
+        gen_tokens=int(t["predicted_n"]),
+        gen_seconds=float(t["predicted_ms"]) / 1000,
+        load_seconds=float(out["load_seconds"]),
+    )
 
-        def step(ids: list[int]) -> None:
-            arr = (llama_cpp.llama_token * len(ids))(*ids)
-            rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(ids)))
-            if rc != 0:
-                raise MeasureError(f"llama_decode failed with code {rc}.")
-            llama_cpp.llama_synchronize(ctx)  # decode is asynchronous on GPU backends
 
-        step([rng.randrange(3, vocab)])  # warm-up: first kernels, page faults of mmapped weights
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        t0 = time.perf_counter()
-        step([rng.randrange(3, vocab) for _ in range(prompt_tokens)])
-        t1 = time.perf_counter()
-        for _ in range(gen_tokens):
-            step([rng.randrange(3, vocab)])
-        t2 = time.perf_counter()
-        return BenchResult(
-            buffers=LlamaBuffers.from_log(loaded.log),
-            prompt_tokens=prompt_tokens,
-            prompt_seconds=t1 - t0,
-            gen_tokens=gen_tokens,
-            gen_seconds=t2 - t1,
-            load_seconds=loaded.seconds,
+def _plan_json(plan: LoadPlan) -> dict[str, Any]:
+    d = asdict(plan)
+    d["model"] = str(plan.model)
+    return d
+
+
+def _plan_from_json(d: dict[str, Any]) -> LoadPlan:
+    return LoadPlan(**{**d, "model": Path(d["model"]), "gpu_split": tuple(d["gpu_split"]), "adapters": ()})
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    """In the child: load, warm up with one real decode, time the prompt and the generation."""
+    from kennel.engines.llamacpp_params import VERBOSITY_BUFFERS, common_params, xllamacpp
+
+    plan = _plan_from_json(job["plan"])
+    with tempfile.TemporaryDirectory(prefix="kennel-bench-") as d:
+        params = common_params(
+            plan, socket=Path(d) / "llama.sock", api_key=secrets.token_hex(16), verbosity=VERBOSITY_BUFFERS
         )
-    finally:
-        _free(loaded)
+        t0 = time.perf_counter()
+        server = xllamacpp().Server(params)
+        load_seconds = time.perf_counter() - t0
+        # a first decode pages the weights in and, before destruction, makes sure llama.cpp's
+        # loop is running (destroying a Server whose loop has not started yet can hang)
+        first = server.handle_completions({"prompt": [1], "n_predict": 1, "cache_prompt": False})
+        result: dict[str, Any] = {"load_seconds": load_seconds}
+        if "error" in first:
+            raise SystemExit(f"warm-up failed: {first['error']}")
+        if job.get("prompt"):
+            r = server.handle_completions(
+                {
+                    "prompt": job["prompt"],
+                    "n_predict": job["gen"],
+                    "ignore_eos": True,
+                    "cache_prompt": False,
+                    "temperature": 0.0,
+                }
+            )
+            if "timings" not in r:
+                raise SystemExit(f"timed run failed: {r}")
+            result["timings"] = r["timings"]
+        del server
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))), flush=True)

@@ -2,7 +2,7 @@
 
 Mirrors llm_graph_context in llama.cpp/src/llama-graph.cpp (build_inp_embd, build_attn with a KV
 cache, build_attn_mha, build_ffn, build_moe_ffn) and the per-architecture graphs of the llama
-family (llama, mistral, qwen2, qwen3, gemma 2/3 and their MoE variants). Architectures outside
+family (llama, mistral, granite, qwen2, qwen3, gemma 1/2/3 and their MoE variants). Architectures outside
 the family are sized with the llama graph of the same dimensions, which is close but not exact.
 """
 
@@ -24,8 +24,8 @@ NORM_W_ARCHS = {"llama", "qwen3moe", "mixtral"}  # MoE archs that renormalise th
 class GraphParams:
     """What llama.cpp's sched_reserve builds its worst-case graph with."""
 
-    n_tokens: int  # min(n_ctx, n_ubatch)
-    n_outputs: int  # min(n_tokens, n_outputs_max); n_outputs_max defaults to n_batch
+    n_tokens: int  # min(n_ctx, n_ubatch), rounded up to a multiple of n_seqs
+    n_outputs: int  # min(n_ctx, n_ubatch, n_outputs_max): rows of logits the graph computes
     n_seqs: int  # n_seq_max
     kv_unified: bool
     flash_attn: bool
@@ -51,18 +51,31 @@ class _Builder:
         self.gf = Graph()
         self.arch = shape.arch
         self._caches: dict[tuple[int, str], Tensor] = {}
-        self._rot: dict[str, Tensor | None] = {}
+        self.tok_embd = self.c.weight(F16, shape.n_embd, shape.n_vocab, name="token_embd.weight")
+        self._rot: dict[bool, tuple[Tensor | None, Tensor | None]] = {}
+        self.iswa = bool(shape.swa_layers and any(shape.swa_layers))
 
     # -- inputs -------------------------------------------------------------------------
 
-    def inp_embd(self) -> Tensor:
-        c, s, t = self.c, self.s, self.p.n_tokens
+    def inp_embd(self, tok_scale: bool = False) -> Tensor:
+        """build_inp_embd: three selectable inputs (token ids, raw embeddings, and a batch mixing
+        both); all three stay in the graph, so the allocator places the unused ones too."""
+        c, gf, s, t = self.c, self.gf, self.s, self.p.n_tokens
         tokens = c.input(I32, t, name="inp_tokens")
         inp_embd = c.input(F32, s.n_embd, t, name="inp_embd")
-        tok_embd = c.weight(F16, s.n_embd, s.n_vocab, name="token_embd.weight")
+        mixed_tokens = c.input(I32, t, name="inp_mixed_tokens")
+        tok_embd = self.tok_embd
         cur = c.get_rows(tok_embd, tokens)
-        self.gf.expand(cur)
-        self.gf.expand(inp_embd)  # the unselected branch of ggml_build_forward_select
+        gf.expand(cur)
+        mixed = c.get_rows(tok_embd, mixed_tokens)
+        gf.expand(mixed)
+        gf.expand(inp_embd)
+        mixed_slots = c.input(I64, t, name="inp_mixed_slots")
+        mixed_embd = c.input(F32, s.n_embd, t, name="inp_mixed_embd")
+        gf.expand(c.set_rows(c.dup(mixed_embd), mixed, mixed_slots))
+        if tok_scale:  # gemma3 scales token rows by sqrt(n_embd) through a per-row input
+            cur = c.binary("MUL", cur, c.input(F32, 1, t, name="inp_scale_rows"))
+        gf.expand(cur)
         return cur
 
     def attn_inputs(self, swa: bool) -> dict[str, Tensor | None]:
@@ -78,19 +91,21 @@ class _Builder:
             ),
         }
 
-    def rot_inputs(self) -> None:
+    def rot_inputs(self, swa: bool) -> None:
+        """Hadamard rotations of a quantized cache's heads (llama_kv_cache::build_input_k_rot);
+        with sliding-window layers, the window cache has its own pair of inputs."""
         c, s, p = self.c, self.s, self.p
         k_quant = type_size(p.type_k)[0] > 1
         v_quant = type_size(p.type_v)[0] > 1
-        self._rot["k"] = None
-        self._rot["v"] = None
+        rot_k = rot_v = None
         if k_quant and s.head_dim_k % 64 == 0:
             nrot = 64
             while s.head_dim_k % (nrot * 2) == 0:
                 nrot *= 2
-            self._rot["k"] = c.input(F32, nrot, nrot, name="attn_inp_k_rot")
+            rot_k = c.input(F32, nrot, nrot, name="attn_inp_k_rot")
         if v_quant and s.head_dim_v % 64 == 0:
-            self._rot["v"] = c.input(F32, 64, 64, name="attn_inp_v_rot")
+            rot_v = c.input(F32, 64, 64, name="attn_inp_v_rot")
+        self._rot[swa] = (rot_k, rot_v)
 
     # -- building blocks ----------------------------------------------------------------
 
@@ -123,17 +138,18 @@ class _Builder:
 
     def attention(self, il: int, q: Tensor, k: Tensor, v: Tensor, inp: dict[str, Tensor | None]) -> Tensor:
         c, gf, s, p = self.c, self.gf, self.s, self.p
-        if self._rot.get("k") is not None:
-            q = self.hadamard(q, self._rot["k"])  # type: ignore[arg-type]
-            k = self.hadamard(k, self._rot["k"])  # type: ignore[arg-type]
-        if self._rot.get("v") is not None:
-            v = self.hadamard(v, self._rot["v"])  # type: ignore[arg-type]
-        gf.expand(q)
-        gf.expand(v)
-        gf.expand(k)
+        swa = s.is_swa(il)
+        rot_k, rot_v = self._rot[swa]
+        if rot_k is not None:
+            q, k = self.hadamard(q, rot_k), self.hadamard(k, rot_k)
+        if rot_v is not None:
+            v = self.hadamard(v, rot_v)
+        # build_attn expands Q, V, K (K last so that RoPE can fuse into the cache write); the
+        # sliding-window variant expands Q, K, V
+        for cur in (q, k, v) if self.iswa else (q, v, k):
+            gf.expand(cur)
         t, ns = p.n_tokens, p.n_stream
         kc, vc = self.cache(il, "k"), self.cache(il, "v")
-        swa = s.is_swa(il)
         n_kv = p.kv_size_swa if swa else p.kv_size
         gf.expand(self.cpy_k(k, kc, inp["k_idxs"]))  # type: ignore[arg-type]
         gf.expand(self.cpy_v(v, vc, inp["v_idxs"]))  # type: ignore[arg-type]
@@ -163,8 +179,8 @@ class _Builder:
                 0,
             )
         cur = self.mha(q, kv, vv, inp["mask"], t // ns, ns)  # type: ignore[arg-type]
-        if self._rot.get("v") is not None:
-            cur = self.hadamard(cur, self._rot["v"])  # type: ignore[arg-type]
+        if rot_v is not None:
+            cur = self.hadamard(cur, rot_v)
         return c.mul_mat(c.weight(F16, cur.ne[0], s.n_embd), cur)
 
     def cpy_k(self, k: Tensor, kc: Tensor, idxs: Tensor) -> Tensor:
@@ -268,7 +284,8 @@ class _Builder:
         gate = c.mul_mat(c.weight(F16, s.n_embd, fs), cur)
         out = c.mul_mat(c.weight(F16, fs, s.n_embd), c.glu_split(gate, up))
         if self.arch == "qwen2moe":
-            g = c.unary("UNARY", c.mul_mat(c.weight(F32, s.n_embd, 1), cur))
+            gate_inp = c.mul_mat(c.weight(F32, s.n_embd, 1), cur)
+            g = c.binary("DIV", c.unary("UNARY", gate_inp), gate_inp)  # sigmoid as silu(x) / x
             out = c.binary("MUL", out, g)
         return out
 
@@ -276,14 +293,15 @@ class _Builder:
 
     def build(self) -> Graph:
         c, gf, s, p = self.c, self.gf, self.s, self.p
-        inp_l = self.inp_embd()
-        if self.arch in GEMMA_ARCHS:
+        inp_l = self.inp_embd(tok_scale=self.arch == "gemma3")
+        if self.arch in ("gemma", "gemma2", "granite"):  # embedding scale
             inp_l = c.unary("SCALE", inp_l)
         pos = c.input(I32, p.n_tokens, name="inp_pos")
         inputs = {False: self.attn_inputs(False)}
-        if s.swa_layers and any(s.swa_layers):
+        self.rot_inputs(False)
+        if self.iswa:
             inputs[True] = self.attn_inputs(True)
-        self.rot_inputs()
+            self.rot_inputs(True)
         out_ids = c.input(I32, p.n_outputs, name="out_ids")
         for il in range(s.n_layer):
             inp_sa = inp_l
@@ -295,17 +313,24 @@ class _Builder:
                 inp_sa = c.get_rows(inp_sa, out_ids)
             if self.arch in POST_NORM_ARCHS:
                 cur = self.norm(cur, s.n_embd)
+            if self.arch == "granite":  # residual scale
+                cur = c.unary("SCALE", cur)
             ffn_inp = c.binary("ADD", cur, inp_sa)
             cur = self.norm(ffn_inp, s.n_embd)
             cur = self.ffn(cur, il) if s.n_ff[il] else self.moe(cur, il)
             if self.arch in POST_NORM_ARCHS:
                 cur = self.norm(cur, s.n_embd)
+            if self.arch == "granite":
+                cur = c.unary("SCALE", cur)
             inp_l = c.binary("ADD", cur, ffn_inp)
         cur = self.norm(inp_l, s.n_embd)
         cur.is_output = True  # result_norm (t_embd)
-        logits = c.mul_mat(c.weight(F16, s.n_embd, s.n_vocab), cur)
+        out_w = self.tok_embd if s.tied_embeddings else c.weight(F16, s.n_embd, s.n_vocab)
+        logits = c.mul_mat(out_w, cur)
         if self.arch == "gemma2":  # final logit soft-capping
             logits = c.unary("SCALE", c.unary("UNARY", c.unary("SCALE", logits)))
+        if self.arch == "granite":  # logit scale
+            logits = c.unary("SCALE", logits)
         logits.is_output = True
         gf.expand(logits)
         return gf
@@ -329,7 +354,7 @@ class _Builder:
         else:
             q = c.rope(q, pos)
             k = c.rope(k, pos)
-        if self.arch == "gemma3":
+        if self.arch in GEMMA_ARCHS:
             q = c.unary("SCALE", q)
         return q, k, v
 

@@ -195,6 +195,9 @@ class Ctx:
         out.op, out.src = "SET_ROWS", [b, idxs, dst]
         return out
 
+    def dup(self, a: Tensor) -> Tensor:
+        return self._op("DUP", self._dup(a), a)
+
     def cont(self, a: Tensor, *ne: int) -> Tensor:
         return self._op("CONT", self.new(a.type, *(ne or a.ne)), a)
 
@@ -212,9 +215,7 @@ class Ctx:
         return self._op("SUM_ROWS", self.new(a.type, 1, *a.ne[1:]), a)
 
     def clamp(self, a: Tensor) -> Tensor:
-        out = self.view_tensor(a)
-        out.op, out.src = "CLAMP", [a]
-        return out
+        return self.unary("CLAMP", a)  # a new tensor (ggml_clamp is no longer a view of its source)
 
     def cast(self, a: Tensor, type_name: str) -> Tensor:
         return self._op("CPY", self.new(type_name, *a.ne), a)

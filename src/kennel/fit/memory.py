@@ -66,10 +66,12 @@ class RunConfig:
     parallel: int = 1
     kv_type: str = "f16"
     flash_attn: bool = True
-    n_batch: int = 512
+    n_batch: int = 2048  # llama-server's default: whole prompts join one batch
     n_ubatch: int = 512
     kv_unified: bool = True
     swa_full: bool = False
+    # serving embeddings or reranking: llama-server then computes an output for every token
+    embedding: bool = False
 
     def validated(self, shape: ModelShape) -> RunConfig:
         if self.kv_type not in KV_TYPES:
@@ -86,6 +88,13 @@ class RunConfig:
             raise InvalidOptionError("--parallel must be between 1 and 256.")
         if self.n_ubatch < 1 or self.n_batch < 1:
             raise InvalidOptionError("Batch sizes must be at least 1.")
+        if self.n_batch < self.parallel and not self.embedding:
+            # llama-server allows min(batch, parallel) outputs per batch, and llama.cpp aborts
+            # when that is fewer than one per sequence
+            raise InvalidOptionError(
+                f"A batch of {self.n_batch} tokens cannot serve {self.parallel} parallel sequences.",
+                hint=f"Give --batch of at least {self.parallel}, or fewer --parallel.",
+            )
         quantized = type_size(self.kv_type_ggml)[0] > 1
         if quantized and not self.flash_attn:
             raise InvalidOptionError(
@@ -117,6 +126,7 @@ class CParams:
     n_batch: int
     n_ubatch: int
     kv_size_swa: int
+    n_outputs_max: int
 
     @property
     def reserve_tokens(self) -> int:
@@ -129,18 +139,26 @@ def _pad(x: int, n: int) -> int:
 
 def cparams(shape: ModelShape, run: RunConfig) -> CParams:
     n_seq = run.parallel
+    embedding = run.embedding or not shape.causal  # kennel serves encoders only as embedders
+    # llama.cpp caps the batch by the context as asked for, before padding the context
+    n_batch = min(run.ctx * n_seq, run.n_batch) if shape.causal else run.n_batch
+    if embedding:
+        n_batch = min(n_batch, run.n_ubatch)  # a batch is embedded in one ubatch
+    n_ubatch = min(n_batch, run.n_ubatch)
     n_ctx = _pad(run.ctx * n_seq, CTX_PAD)
     if run.kv_unified:
         n_ctx_seq, n_stream = n_ctx, 1
     else:
         n_ctx_seq = _pad(n_ctx // n_seq, CTX_PAD)
         n_ctx, n_stream = n_ctx_seq * n_seq, n_seq
-    n_batch = min(n_ctx, run.n_batch) if shape.causal else run.n_batch
-    n_ubatch = min(n_batch, run.n_ubatch)
     swa = n_ctx_seq
     if shape.n_swa and not run.swa_full:
         swa = _pad(min(n_ctx_seq, shape.n_swa * (n_seq if run.kv_unified else 1) + n_ubatch), CTX_PAD)
-    return CParams(n_ctx, n_ctx_seq, n_seq, n_stream, n_batch, n_ubatch, swa)
+    # llama-server allows one output (the next token's logits) per sequence in a batch, unless
+    # speculative drafts need more (kennel runs none), or every token when embedding; the
+    # worst-case graph computes that many rows of logits
+    n_outputs_max = run.n_batch if embedding else max(1, min(run.n_batch, n_seq))
+    return CParams(n_ctx, n_ctx_seq, n_seq, n_stream, n_batch, n_ubatch, swa, n_outputs_max)
 
 
 def _row_bytes(type_name: str, n: int) -> int:
@@ -173,16 +191,14 @@ def kv_cache_per_layer(shape: ModelShape, run: RunConfig) -> list[int]:
     return out
 
 
-def compute_buffer(shape: ModelShape, run: RunConfig, *, alignment: int = 32) -> tuple[int, bool]:
-    """The compute buffer of one backend running the whole graph, and whether it is exact."""
+def graph_params(shape: ModelShape, run: RunConfig) -> GraphParams:
+    """What llama_context::sched_reserve builds its worst-case prompt graph with."""
     cp = cparams(shape, run)
     t = cp.reserve_tokens
-    if not shape.has_attention:
-        # recurrent-only models: no attention scores; logits and a few activations dominate
-        return (shape.n_vocab + 8 * shape.n_embd) * t * 4, False
-    gp = GraphParams(
-        n_tokens=t,
-        n_outputs=min(t, cp.n_batch),
+    return GraphParams(
+        # graph_reserve splits the tokens evenly over the sequences, rounding up
+        n_tokens=_pad(t, cp.n_seq),
+        n_outputs=min(t, cp.n_outputs_max),
         n_seqs=cp.n_seq,
         kv_unified=run.kv_unified,
         flash_attn=run.flash_attn,
@@ -191,11 +207,30 @@ def compute_buffer(shape: ModelShape, run: RunConfig, *, alignment: int = 32) ->
         kv_size=cp.n_ctx_seq,
         kv_size_swa=cp.kv_size_swa,
     )
+
+
+def compute_buffer(shape: ModelShape, run: RunConfig, *, alignment: int = 32) -> tuple[int, bool]:
+    """The compute buffer of one backend running the whole graph, and whether it is exact."""
+    pp = graph_params(shape, run)
+    if not shape.has_attention:
+        # recurrent-only models: no attention scores; about eight activations per token as wide
+        # as the layer's inner state (Mamba: 7.5 x d_inner measured), plus the logits
+        width = 8 * max(shape.n_embd, shape.recurrent.d_inner)
+        return (shape.n_vocab * pp.n_outputs + width * pp.n_tokens) * 4, False
     proxy = shape
     if shape.arch not in EXACT_GRAPH_ARCHS or shape.recurrent_layers:
         proxy = _llama_proxy(shape)
-    exact = proxy is shape
-    return compute_buffer_bytes(representative_layers(proxy), gp, alignment=alignment), exact
+    # embedding runs also pool the outputs (mean, last token, ...), and encoders attend without
+    # a KV cache: neither is modelled
+    exact = proxy is shape and not run.embedding and shape.causal
+    layers = representative_layers(proxy)
+    size = compute_buffer_bytes(layers, pp, alignment=alignment)
+    if pp.n_seqs > pp.n_outputs:
+        # sched_reserve also reserves the token-generation graph (one token and one output per
+        # sequence) in the same buffer; it only outgrows the prompt graph when it has more outputs
+        tg = replace(pp, n_tokens=pp.n_seqs, n_outputs=pp.n_seqs)
+        size = max(size, compute_buffer_bytes(layers, tg, alignment=alignment))
+    return size, exact
 
 
 def _keep_layers(shape: ModelShape, keep: list[int]) -> ModelShape:

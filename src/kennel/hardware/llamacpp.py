@@ -1,8 +1,9 @@
 """What the installed llama.cpp build can use: GPU offload support and its backend devices.
 
 ``llama_supports_gpu_offload`` answers "was this built with CUDA/Metal/ROCm/Vulkan"; the ggml
-backend registry (reached through ctypes in the libggml shipped with llama-cpp-python) lists the
-devices it actually found, e.g. CUDA0, Metal, Vulkan0, with the memory llama.cpp sees on each.
+backend registry lists the devices it actually found, e.g. CUDA0, Metal, Vulkan0, with the memory
+llama.cpp sees on each. Both are C functions of llama.cpp that the xllamacpp extension exports
+(it links llama.cpp statically), reached through ctypes.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ class BackendDevice:
 _DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
 
 
-def _ggml_lib() -> ctypes.CDLL | None:
+def engine_library() -> Path | None:
+    """The compiled llama.cpp: the xllamacpp extension module."""
     try:
-        import llama_cpp
+        from xllamacpp import xllamacpp as ext
     except ImportError:
         return None
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    for name in ("libggml.so", "libggml.dylib", "ggml.dll"):
-        path = lib_dir / name
-        if path.exists():
-            try:
-                return ctypes.CDLL(str(path))
-            except OSError:
-                return None
-    return None
+    return Path(ext.__file__)
+
+
+def _ggml_lib() -> ctypes.CDLL | None:
+    path = engine_library()
+    if path is None:
+        return None
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        return None
 
 
 def backend_devices() -> list[BackendDevice]:
@@ -82,19 +86,27 @@ def backend_devices() -> list[BackendDevice]:
 
 
 def probe_llama_build() -> LlamaBuild:
-    try:
-        import llama_cpp
-    except ImportError:
+    lib = _ggml_lib()
+    if lib is None:
         return LlamaBuild(installed=False)
-    info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    import xllamacpp
+
+    lib.llama_print_system_info.restype = ctypes.c_char_p
+    info = (lib.llama_print_system_info() or b"").decode(errors="replace").strip()
     devices = backend_devices()
+
+    def supports(name: str) -> bool:
+        fn = getattr(lib, f"llama_supports_{name}")
+        fn.restype = ctypes.c_bool
+        return bool(fn())
+
     return LlamaBuild(
         installed=True,
-        version=getattr(llama_cpp, "__version__", None),
-        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
-        mmap=bool(llama_cpp.llama_supports_mmap()),
-        mlock=bool(llama_cpp.llama_supports_mlock()),
-        rpc=bool(llama_cpp.llama_supports_rpc()),
+        version=getattr(xllamacpp, "__version__", None),
+        gpu_offload=supports("gpu_offload"),
+        mmap=supports("mmap"),
+        mlock=supports("mlock"),
+        rpc=supports("rpc"),
         backends=tuple(d.name for d in devices) or tuple(_backends_from_info(info)),
         system_info=info,
     )

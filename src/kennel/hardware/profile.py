@@ -64,7 +64,7 @@ class GpuInfo:
 
 @dataclass(frozen=True)
 class LlamaBuild:
-    """What the installed llama.cpp (through llama-cpp-python) can use."""
+    """What the installed llama.cpp (the xllamacpp build) can use."""
 
     installed: bool
     version: str | None = None

@@ -5,13 +5,12 @@ model's exact shape and quantization to time it on this machine without download
 
 Quantized tensors are filled by tiling a pool of valid blocks of their type. The pool comes from
 the `gguf` package's numpy quantizers where it has one, else from llama.cpp's own quantizer
-(``llama_model_quantize`` on a tiny model, cached in KENNEL_HOME), else, for the i-quants that
+(``llama-quantize`` on a tiny model, cached in KENNEL_HOME), else, for the i-quants that
 llama.cpp will not make without an importance matrix, from random codes with a sane scale.
 """
 
 from __future__ import annotations
 
-import ctypes
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -21,7 +20,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf import quants as gguf_quants
 
-from kennel.engines.llamacpp_bench import LlamaLogCapture, llama
+from kennel.engines.llamacpp_tools import quantize
 from kennel.errors import MeasureError
 from kennel.model.gguf_header import TensorInfo, read_header
 from kennel.model.layout import tensor_layout
@@ -34,6 +33,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 MIN_VOCAB = 259  # <unk>, <s>, </s> and the 256 byte tokens
+TAG_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")  # the last ids of the vocabulary
 POOL_ROWS, POOL_COLS = 16, 4096
 # i-quants whose block starts with an f16 scale; llama.cpp will not make them without an imatrix
 _SCALE_FIRST = {T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S}
@@ -99,7 +99,9 @@ def synthetic_shape(
     return replace(shape, tensors=tensor_layout(shape), file_type="F16")
 
 
-def _metadata(w: GGUFWriter, shape: ModelShape, file_type: int) -> None:
+def _metadata(
+    w: GGUFWriter, shape: ModelShape, file_type: int, chat_template: str, pooling: int | None
+) -> None:
     a = shape.arch
     w.add_name(shape.name)
     w.add_file_type(file_type)
@@ -124,14 +126,21 @@ def _metadata(w: GGUFWriter, shape: ModelShape, file_type: int) -> None:
     if shape.n_swa:
         w.add_uint32(f"{a}.attention.sliding_window", shape.n_swa)
         w.add_array(f"{a}.attention.sliding_window_pattern", [bool(x) for x in shape.swa_layers])
-    _vocab(w, shape.n_vocab)
+    if pooling is not None:  # an embedding model (1 mean, 2 cls, 3 last) or a reranker (4 rank)
+        w.add_uint32(f"{a}.pooling_type", pooling)
+    _vocab(w, shape.n_vocab, chat_template)
 
 
-def _vocab(w: GGUFWriter, n_vocab: int) -> None:
-    """A sentencepiece-style vocabulary with byte fallback: any text tokenizes."""
+def _vocab(w: GGUFWriter, n_vocab: int, chat_template: str) -> None:
+    """A sentencepiece-style vocabulary with byte fallback: any text tokenizes. Like the
+    vocabularies of chat models it has the tool-call and thinking tags as tokens of their own."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
     types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - MIN_VOCAB)
+    if n_vocab - MIN_VOCAB >= 2 * len(TAG_TOKENS):
+        for i, tag in enumerate(TAG_TOKENS):
+            tokens[n_vocab - len(TAG_TOKENS) + i] = tag
+            types[n_vocab - len(TAG_TOKENS) + i] = 4  # user-defined: matched in text as one token
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores([0.0] * 3 + [0.0] * 256 + [-float(i) for i in range(n_vocab - MIN_VOCAB)])
@@ -140,7 +149,10 @@ def _vocab(w: GGUFWriter, n_vocab: int) -> None:
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
     w.add_add_bos_token(True)
-    w.add_chat_template(CHAT_TEMPLATE)
+    # no "▁" before text, as in the BPE vocabularies of chat models: llama.cpp's grammars for
+    # JSON output and tool calls start with the template's literal generation prompt
+    w.add_add_space_prefix(False)
+    w.add_chat_template(chat_template)
 
 
 def write_synthetic_gguf(
@@ -153,6 +165,8 @@ def write_synthetic_gguf(
     seed: int = 0,
     progress: ProgressFn | None = None,
     split_max_tensors: int = 0,
+    chat_template: str = CHAT_TEMPLATE,
+    pooling: int | None = None,
 ) -> Path:
     """Write ``shape`` to ``path`` with random weights; ``tensor_types`` overrides tensor types.
 
@@ -168,7 +182,7 @@ def write_synthetic_gguf(
     # written aside and renamed, so an interrupted build never leaves a half file under the real name
     tmp = path if split_max_tensors else path.with_name(path.name + ".partial")
     w = GGUFWriter(tmp, shape.arch, split_max_tensors=split_max_tensors)
-    _metadata(w, shape, file_type)
+    _metadata(w, shape, file_type, chat_template, pooling)
     for t in tensors:
         qt = T(t.ggml_type)
         np_shape = tuple(reversed(t.shape))
@@ -261,13 +275,6 @@ class _BlockPools:
 
 def quantize_blocks_with_llama(qt: T, rng: np.random.Generator) -> np.ndarray:
     """Blocks of type ``qt`` made by llama.cpp's quantizer from a tiny random F32 model."""
-    try:
-        llama_cpp = llama()
-    except ImportError as exc:  # pragma: no cover - llama-cpp-python is a dependency
-        raise MeasureError(
-            "llama-cpp-python is not installed, so kennel cannot make quantized blocks.",
-            hint="Run scripts/install.sh.",
-        ) from exc
     shape = synthetic_shape(
         n_layer=1, n_embd=POOL_COLS // 16, n_head=4, n_ff=POOL_COLS // 16, n_vocab=MIN_VOCAB
     )
@@ -281,14 +288,7 @@ def quantize_blocks_with_llama(qt: T, rng: np.random.Generator) -> np.ndarray:
             file_type=int(LlamaFileType.ALL_F32),
             seed=int(rng.integers(1 << 31)),
         )
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = int(_FTYPE_FOR[qt])
-        params.pure = True
-        params.nthread = 1
-        with LlamaLogCapture():  # the quantizer prints every tensor; keep it off the user's terminal
-            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-        if rc != 0:
-            raise MeasureError(f"llama.cpp could not quantize to {qt.name} (code {rc}).")
+        quantize(src, dst, _FTYPE_FOR[qt].name.removeprefix("MOSTLY_"), pure=True, threads=1)
         header = read_header(FileSource(dst))
         raw = dst.read_bytes()
         chunks = [

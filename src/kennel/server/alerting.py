@@ -33,8 +33,16 @@ class ServerAlerts:
         streak = self.streaks.setdefault(model, FailureStreak(self.threshold))
         change = streak.record(ok)
         if change == "started":
-            self._send(Alert("failing", f"kennel serve: {model}", f"{model} failed {streak.failures} requests in a row "
-                             "(engine errors). See the server log.", _now(), streak.failures))  # fmt: skip
+            self._send(
+                Alert(
+                    "failing",
+                    f"kennel serve: {model}",
+                    f"{model} failed {streak.failures} requests in a row "
+                    "(engine errors). See the server log.",
+                    _now(),
+                    streak.failures,
+                )
+            )
         elif change == "recovered":
             self._send(
                 Alert(

@@ -257,19 +257,31 @@ class KeyStore:
         allowed = normalize_models(models)
         now = now or utcnow()
         if rpm is not None and rpm < 1:
-            raise InvalidOptionError(f"--rpm {rpm} is not a limit: it must be at least 1.",
-                                     hint="Leave --rpm out for no limit.")  # fmt: skip
+            raise InvalidOptionError(
+                f"--rpm {rpm} is not a limit: it must be at least 1.", hint="Leave --rpm out for no limit."
+            )
         if expires is not None:
             if expires.tzinfo is None:
                 raise InvalidOptionError("The expiry must be a time-zone-aware datetime.")
             if expires <= now:
-                raise InvalidOptionError(f"The expiry {_iso(expires)} is in the past.",
-                                         hint="Use a duration like 30d, or a future date.")  # fmt: skip
+                raise InvalidOptionError(
+                    f"The expiry {_iso(expires)} is in the past.",
+                    hint="Use a duration like 30d, or a future date.",
+                )
         if guard is not None and guard not in ("off", "log", "flag", "block"):
             raise InvalidOptionError(f"--guard {guard!r} is not a mode.", hint="Use off, log, flag or block.")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-        row = (name, secret[:PREFIX_CHARS], hash_secret(secret), json.dumps(list(allowed)), rpm,
-               None if expires is None else _iso(expires), _iso(now), os_actor(), guard)  # fmt: skip
+        row = (
+            name,
+            secret[:PREFIX_CHARS],
+            hash_secret(secret),
+            json.dumps(list(allowed)),
+            rpm,
+            None if expires is None else _iso(expires),
+            _iso(now),
+            os_actor(),
+            guard,
+        )
         try:
             with db.transaction(self.conn):
                 self.conn.execute(
@@ -289,8 +301,7 @@ class KeyStore:
             "SELECT * FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
         ).fetchone()
         if row is None:
-            raise InvalidOptionError(f"No API key named {name!r}.",
-                                     hint="`kennel keys ls` lists the keys.")  # fmt: skip
+            raise InvalidOptionError(f"No API key named {name!r}.", hint="`kennel keys ls` lists the keys.")
         return _key(row)
 
     def get(self, name: str) -> ApiKey:
@@ -322,8 +333,11 @@ class KeyStore:
         stops early, so the time taken does not depend on whether or where a key matched.
         """
         if not secret:
-            raise AuthError("Missing API key.", reason="missing",
-                            hint="Send it as 'Authorization: Bearer kn-…' (create one with `kennel keys create NAME`).")  # fmt: skip
+            raise AuthError(
+                "Missing API key.",
+                reason="missing",
+                hint="Send it as 'Authorization: Bearer kn-…' (create one with `kennel keys create NAME`).",
+            )
         digest = hash_secret(secret).encode()
         match: sqlite3.Row | None = None
         for row in self.conn.execute("SELECT * FROM keys").fetchall():

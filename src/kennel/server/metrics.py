@@ -23,24 +23,52 @@ class Metrics:
     def __init__(self, pool: Pool) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("kennel_requests", "Requests by model, endpoint and HTTP status.",
-                                ["model", "endpoint", "status"], registry=r)  # fmt: skip
+        self.requests = Counter(
+            "kennel_requests",
+            "Requests by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             "kennel_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
         )
         self.generation_tokens = Counter(
             "kennel_generation_tokens", "Tokens generated.", ["model"], registry=r
         )
-        self.ttft = Histogram("kennel_time_to_first_token_seconds", "Time from request to first token.",
-                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.itl = Histogram("kennel_inter_token_latency_seconds", "Time between streamed tokens.",
-                             ["model"], buckets=_ITL_BUCKETS, registry=r)  # fmt: skip
-        self.duration = Histogram("kennel_request_duration_seconds", "End-to-end request time.",
-                                  ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.queue_time = Histogram("kennel_request_queue_time_seconds", "Time waiting for the model's turn.",
-                                    ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.guard = Counter("kennel_guard_decisions", "Prompt-injection guard decisions by model.",
-                             ["model", "decision"], registry=r)  # fmt: skip
+        self.ttft = Histogram(
+            "kennel_time_to_first_token_seconds",
+            "Time from request to first token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "kennel_inter_token_latency_seconds",
+            "Time between streamed tokens.",
+            ["model"],
+            buckets=_ITL_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "kennel_request_duration_seconds",
+            "End-to-end request time.",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "kennel_request_queue_time_seconds",
+            "Time waiting for the model's turn.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.guard = Counter(
+            "kennel_guard_decisions",
+            "Prompt-injection guard decisions by model.",
+            ["model", "decision"],
+            registry=r,
+        )
         r.register(_PoolCollector(pool))
 
     def render(self) -> bytes:
@@ -59,8 +87,14 @@ class _PoolCollector(Collector):
         loaded = GaugeMetricFamily(
             "kennel_model_loaded", "1 when the model is loaded and warm.", labels=["model"]
         )
-        memory = GaugeMetricFamily("kennel_model_memory_bytes", "Estimated memory a loaded model holds.",
-                                   labels=["model", "kind"])  # fmt: skip
+        memory = GaugeMetricFamily(
+            "kennel_model_memory_bytes",
+            "Memory a loaded model holds (as its engine reports it, else the fit estimate).",
+            labels=["model", "kind"],
+        )
+        parallel = GaugeMetricFamily(
+            "kennel_model_parallel", "Requests the model decodes together; more wait.", labels=["model"]
+        )
         loads = GaugeMetricFamily(
             "kennel_model_loads", "Times the model was loaded since start.", labels=["model"]
         )
@@ -69,7 +103,8 @@ class _PoolCollector(Collector):
             running.add_metric([name], s.running)
             ready = s.state == "ready"
             loaded.add_metric([name], 1.0 if ready else 0.0)
-            memory.add_metric([name, "ram"], s.spec.memory.ram if ready else 0)
-            memory.add_metric([name, "vram"], sum(s.spec.memory.vram) if ready else 0)
+            memory.add_metric([name, "ram"], s.memory.ram if ready else 0)
+            memory.add_metric([name, "vram"], sum(s.memory.vram) if ready else 0)
             loads.add_metric([name], s.loads)
-        yield from (waiting, running, loaded, memory, loads)
+            parallel.add_metric([name], s.spec.plan.parallel)
+        yield from (waiting, running, loaded, memory, loads, parallel)

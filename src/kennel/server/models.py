@@ -4,20 +4,25 @@ pool can load: the file, the profile, the placement `kennel fit` chooses and the
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from kennel.engines.base import LoadPlan
+from kennel.engines.base import Adapter, LoadPlan, Memory, Task
 from kennel.errors import InvalidOptionError
 from kennel.fit.estimate import default_run, estimate
+from kennel.fit.memory import kv_cache_per_layer
 from kennel.fit.placement import budgets
+from kennel.fit.serving import default_threads, serve_parallel
 from kennel.hardware.profile import HardwareProfile
 from kennel.model.gguf_shape import shape_from_gguf
-from kennel.server.pool import FOREVER, Memory, ModelSpec
+from kennel.server.pool import FOREVER, ModelSpec
 from kennel.settings import KennelHome
 from kennel.store.add import check_gguf, default_name
 from kennel.store.names import parse_ref
 from kennel.store.profile import Profile
 from kennel.store.registry import Store
+
+DEFAULT_PROMPT_CACHE = 256 << 20
 
 
 def memory_budget(hw: HardwareProfile) -> Memory:
@@ -36,11 +41,18 @@ def model_spec(
     hw: HardwareProfile,
     name: str | None = None,
     ctx: int | None = None,
+    parallel: int | None = None,
+    threads: int | None = None,
+    prompt_cache_mib: int | None = None,
     pinned: bool = False,
     keep_alive: float = 300.0,
 ) -> ModelSpec:
+    """``parallel`` None: as many requests at once as the memory allows (`kennel fit` shows the
+    same figure); ``threads`` None: every physical core; ``prompt_cache_mib`` None: room for the
+    prompts of one full context, at least 256 MiB."""
     profile: Profile | None = None
     digests: tuple[str, ...] = ()
+    adapter: Path | None = None
     if _is_path(ref):
         path = Path(ref).expanduser()
         served = name or default_name(path.name)
@@ -54,31 +66,75 @@ def model_spec(
         served = name or (str(r) if r.tag or r.version else r.name)
     header = check_gguf(path)
     shape = shape_from_gguf(header, name=served)
-    has_pooling = any(k.endswith(".pooling_type") for k in header.metadata)
-    embedding = has_pooling or not shape.causal
+    task = _task(header.metadata, causal=shape.causal)
     n_ctx = ctx or (profile.context if profile and profile.context else None)
-    run = default_run(shape, ctx=n_ctx)
+    run = default_run(shape, ctx=n_ctx, embedding=task != "generate")
+    if parallel is None:
+        parallel = serve_parallel(shape, hw, run)
+    run = replace(run, parallel=parallel)
     report = estimate(shape, hw, run, include_engines=False, only=("__file_only__",), with_max_context=False)
     option = report.options[0]
     if option.fits == "no":
         raise InvalidOptionError(
-            f"{served} does not fit this machine at context {run.ctx} ({option.memory.total / 2**30:.1f} GiB needed).",
-            hint=f"See `kennel fit {ref}` for what fits; serve with a smaller --ctx or quantization.",
+            f"{served} does not fit this machine at context {run.ctx} x {parallel} requests "
+            f"({option.memory.total / 2**30:.1f} GiB needed).",
+            hint=f"See `kennel fit {ref} --parallel {parallel}` for what fits; serve with a smaller --ctx, "
+            "--parallel or quantization.",
         )
     p = option.placement
     vram = tuple(d.used for d in p.devices if d.name != "RAM")
     ram = sum(d.used for d in p.devices if d.name == "RAM") or option.memory.total - sum(vram)
+    # llama.cpp keeps the prompts of finished requests in RAM, to reuse them when a conversation
+    # comes back; counted in the budget at its limit, as it may fill up
+    if task != "generate":
+        prompt_cache = 0
+    elif prompt_cache_mib is not None:
+        prompt_cache = prompt_cache_mib << 20
+    else:
+        prompt_cache = max(sum(kv_cache_per_layer(shape, run)) // parallel, DEFAULT_PROMPT_CACHE)
     gpu_ok = hw.llama is None or hw.llama.gpu_offload
     plan = LoadPlan(
-        path=path, n_ctx=run.ctx, n_gpu_layers=p.gpu_layers if gpu_ok else 0,
-        tensor_split=tuple(float(x) for x in p.gpu_split) if gpu_ok and len(p.gpu_split) > 1 else (),
-        kv_type=run.kv_type, flash_attn=run.flash_attn,
-        lora_path=adapter if profile and profile.adapter else None,
-        lora_scale=profile.adapter_scale if profile else 1.0,
-        chat_template=profile.template if profile else None, embedding=embedding, pooling=-1 if has_pooling or not embedding else 1,
-    )  # fmt: skip
-    return ModelSpec(name=served, plan=plan, memory=Memory(ram=ram, vram=vram if gpu_ok else ()), profile=profile,
-                     digests=digests, pinned=pinned, keep_alive=FOREVER if keep_alive < 0 else keep_alive)  # fmt: skip
+        model=path,
+        task=task,
+        context=run.ctx,
+        parallel=parallel,
+        threads=threads or default_threads(hw),
+        gpu_layers=p.gpu_layers if gpu_ok else 0,
+        gpu_split=tuple(float(x) for x in p.gpu_split) if gpu_ok and len(p.gpu_split) > 1 else (),
+        kv_cache_type=run.kv_type,
+        flash_attn=run.flash_attn,
+        batch=run.n_batch,
+        ubatch=run.n_ubatch,
+        adapters=(Adapter(adapter, profile.adapter_scale),) if profile and adapter else (),
+        chat_template=profile.template if profile else None,
+        pooling="model" if task != "embed" or _pooling(header.metadata) is not None else "mean",
+        prompt_cache_bytes=prompt_cache,
+    )
+    return ModelSpec(
+        name=served,
+        plan=plan,
+        memory=Memory(ram=ram + prompt_cache, vram=vram if gpu_ok else ()),
+        profile=profile,
+        digests=digests,
+        pinned=pinned,
+        keep_alive=FOREVER if keep_alive < 0 else keep_alive,
+    )
+
+
+def _pooling(metadata: dict[str, object]) -> int | None:
+    value = next((v for k, v in metadata.items() if k.endswith(".pooling_type")), None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _task(metadata: dict[str, object], *, causal: bool) -> Task:
+    """What the GGUF is for: llama.cpp's pooling type 4 (rank) makes a reranker; any other
+    pooling, or a non-causal model, an embedding model."""
+    pooling = _pooling(metadata)
+    if pooling == 4:
+        return "rerank"
+    if pooling is not None or not causal:
+        return "embed"
+    return "generate"
 
 
 def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:

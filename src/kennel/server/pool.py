@@ -1,10 +1,15 @@
 """The model pool: which models are loaded, who waits for which, and what memory they hold.
 
 A load is checked against a memory budget (from the hardware probe) with the model's fit
-estimate before llama.cpp is asked: when it would overcommit RAM or VRAM, idle unpinned models
+estimate before the engine is asked: when it would overcommit RAM or VRAM, idle unpinned models
 are unloaded, least recently used first; when that is not enough the request gets a clear
-error and nothing is attempted. Each model has a FIFO queue (asyncio.Lock is fair) bounded by
-``max_queue``; a full queue is a 429 with Retry-After, a wait past ``queue_timeout`` a 503.
+error and nothing is attempted. Once loaded, a model counts with the memory its engine reports
+holding, which the pool believes over the estimate (as Ollama's scheduler does).
+
+Like Ollama's scheduler, the pool admits as many requests to a model as its engine decodes
+together (``parallel``, a FIFO semaphore); the engine batches them, so a request never waits for
+another to finish. Requests beyond that wait in a fair queue bounded by ``max_queue`` (counting
+the running ones): a full queue is a 429 with Retry-After, a wait past ``queue_timeout`` a 503.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
-from kennel.engines.base import Engine, LoadPlan
+from kennel.engines.base import Engine, LoadPlan, Memory
 from kennel.errors import InsufficientMemoryError, ModelLoadingError, ModelNotServedError, QueueFullError
 from kennel.store.profile import Profile
-from kennel.units import fmt_bytes
 
 FOREVER = float("inf")
 
@@ -29,33 +33,12 @@ async def _quiet_unload(engine: Engine) -> None:
 
 
 @dataclass(frozen=True)
-class Memory:
-    ram: int = 0
-    vram: tuple[int, ...] = ()  # per GPU, in the order of the hardware profile
-
-    def __add__(self, other: Memory) -> Memory:
-        n = max(len(self.vram), len(other.vram))
-        a = self.vram + (0,) * (n - len(self.vram))
-        b = other.vram + (0,) * (n - len(other.vram))
-        return Memory(self.ram + other.ram, tuple(x + y for x, y in zip(a, b, strict=True)))
-
-    def fits_in(self, budget: Memory) -> bool:
-        if self.ram > budget.ram:
-            return False
-        return all(not v or (i < len(budget.vram) and v <= budget.vram[i]) for i, v in enumerate(self.vram))
-
-    def describe(self) -> str:
-        gpu = ", ".join(fmt_bytes(v) for v in self.vram if v)
-        return f"{fmt_bytes(self.ram)} RAM" + (f" + {gpu} VRAM" if gpu else "")
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """A model the server may load: where it is, how to load it, what it will need."""
 
     name: str
     plan: LoadPlan
-    memory: Memory
+    memory: Memory  # the fit estimate, checked before loading
     profile: Profile | None = None
     digests: tuple[str, ...] = ()  # store blobs it uses (leased while loaded)
     pinned: bool = False
@@ -72,8 +55,18 @@ class Slot:
     waiting: int = 0
     running: int = 0
     loads: int = 0
-    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    held: Memory | None = None  # what the loaded engine reports holding
+    admit: asyncio.Semaphore = field(init=False)
     loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        # FIFO since Python 3.11: waiters are admitted in the order they came
+        self.admit = asyncio.Semaphore(self.spec.plan.parallel)
+
+    @property
+    def memory(self) -> Memory:
+        """What the model holds (or will): the engine's report once loaded, else the estimate."""
+        return self.held if self.held is not None and self.state != "unloaded" else self.spec.memory
 
 
 EngineFactory = Callable[[ModelSpec], Engine]
@@ -104,8 +97,10 @@ class Pool:
     def slot(self, name: str) -> Slot:
         s = self.slots.get(name)
         if s is None:
-            raise ModelNotServedError(f"The model {name!r} is not served here.",
-                                      hint=f"Served models: {', '.join(self.slots) or 'none'} (GET /v1/models).")  # fmt: skip
+            raise ModelNotServedError(
+                f"The model {name!r} is not served here.",
+                hint=f"Served models: {', '.join(self.slots) or 'none'} (GET /v1/models).",
+            )
         return s
 
     def loaded(self) -> list[Slot]:
@@ -114,7 +109,7 @@ class Pool:
     def in_use(self) -> Memory:
         total = Memory()
         for s in self.loaded():
-            total = total + s.spec.memory
+            total = total + s.memory
         return total
 
     # ---- loading and evicting -------------------------------------------------------------
@@ -137,6 +132,7 @@ class Pool:
                 slot.state = "unloaded"
                 raise
             slot.engine, slot.state, slot.loads = engine, "ready", slot.loads + 1
+            slot.held = engine.memory()
             slot.last_used = self.clock()
             self._changed()
             return engine
@@ -152,7 +148,7 @@ class Pool:
             others = [s for s in self.loaded() if s is not slot]
             used = Memory()
             for s in others:
-                used = used + s.spec.memory
+                used = used + s.memory
             if (used + need).fits_in(self.budget) and len(others) < self.max_loaded:
                 return
             idle = [
@@ -178,7 +174,7 @@ class Pool:
             try:
                 await engine.unload()
             finally:
-                slot.state = "unloaded"
+                slot.state, slot.held = "unloaded", None
                 self._changed()
 
     async def reap(self) -> list[str]:
@@ -210,19 +206,26 @@ class Pool:
     async def use(
         self, name: str, *, wait: bool = True, keep_alive: float | None = None
     ) -> AsyncIterator[Engine]:
-        """Wait for this model's turn (FIFO), loading it if needed; the caller runs one request."""
+        """Admission to this model (FIFO, ``parallel`` at once), loading it if needed; the caller
+        runs one request."""
         slot = self.slot(name)
         if slot.waiting + slot.running >= self.max_queue:
-            raise QueueFullError(f"{name} has {slot.waiting + slot.running} requests queued or running (the limit).",
-                                 hint="Retry after a few seconds.", retry_after=2.0)  # fmt: skip
+            raise QueueFullError(
+                f"{name} has {slot.waiting + slot.running} requests queued or running (the limit).",
+                hint="Retry after a few seconds.",
+                retry_after=2.0,
+            )
         slot.waiting += 1
         try:
             engine = await self.ensure_loaded(slot, wait=wait)
             try:
-                await asyncio.wait_for(slot.turn.acquire(), timeout=self.queue_timeout)
+                await asyncio.wait_for(slot.admit.acquire(), timeout=self.queue_timeout)
             except TimeoutError as exc:
-                raise ModelLoadingError(f"{name} stayed busy for {self.queue_timeout:.0f} s.",
-                                        hint="The server is overloaded; retry later.", retry_after=10.0) from exc  # fmt: skip
+                raise ModelLoadingError(
+                    f"{name} stayed busy for {self.queue_timeout:.0f} s.",
+                    hint="The server is overloaded; retry later.",
+                    retry_after=10.0,
+                ) from exc
         finally:
             slot.waiting -= 1
         slot.running += 1
@@ -235,4 +238,4 @@ class Pool:
             slot.last_used = self.clock()
             ka = slot.spec.keep_alive if keep_alive is None else keep_alive
             slot.expires_at = slot.last_used + ka if ka >= 0 else FOREVER
-            slot.turn.release()
+            slot.admit.release()

@@ -1,19 +1,22 @@
-"""OpenAI request bodies, validated at the edge. Unknown fields are accepted and ignored (clients
-send many), but known fields of the wrong type or out of range are a 400."""
+"""OpenAI request bodies, validated at the edge and turned into kennel's one internal ``Request``.
+Unknown fields are accepted and ignored (clients send many), but known fields of the wrong type
+or out of range are a 400."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from kennel.engines.base import Message, Sampling
+from kennel.engines.base import Message, Request, Sampling, Tool, ToolCall
 from kennel.store.profile import Sampling as ProfileSampling
 from kennel.store.profile import SamplingFields
 
 MAX_TOKENS_LIMIT = 1 << 20
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class _Body(BaseModel):
@@ -51,6 +54,8 @@ def merge_sampling(
     logit_bias: tuple[tuple[int, float], ...] = (),
     json_schema: str | None = None,
     json_mode: bool = False,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
 ) -> Sampling:
     """What a request asks for (None: not set) over the model's profile defaults over the
     engine's. Shared by the server and `kennel run`, so a model answers alike in both."""
@@ -63,14 +68,22 @@ def merge_sampling(
 
     stops = stop if stop is not None else list(defaults.stop or ())
     return Sampling(
-        temperature=pick("temperature", temperature), top_p=pick("top_p", top_p), top_k=pick("top_k", top_k),
-        min_p=pick("min_p", min_p), repeat_penalty=pick("repeat_penalty", repeat_penalty),
+        temperature=pick("temperature", temperature),
+        top_p=pick("top_p", top_p),
+        top_k=pick("top_k", top_k),
+        min_p=pick("min_p", min_p),
+        repeat_penalty=pick("repeat_penalty", repeat_penalty),
         presence_penalty=pick("presence_penalty", presence_penalty),
-        frequency_penalty=pick("frequency_penalty", frequency_penalty), seed=pick("seed", seed),
+        frequency_penalty=pick("frequency_penalty", frequency_penalty),
+        seed=pick("seed", seed),
         stop=tuple([stops] if isinstance(stops, str) else stops),
         max_tokens=max_tokens or defaults.max_tokens,
-        logit_bias=logit_bias, json_schema=json_schema, json_mode=json_mode,
-    )  # fmt: skip
+        logit_bias=logit_bias,
+        json_schema=json_schema,
+        json_mode=json_mode,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
 
 
 class _Sampled(_Body, SamplingFields):
@@ -100,6 +113,9 @@ class _Sampled(_Body, SamplingFields):
                 raise ValueError("logit_bias maps token ids (as strings) to values in [-100, 100]")
         return v
 
+    def _logprobs(self) -> tuple[bool, int]:
+        return False, 0
+
     def sampling(self, defaults: ProfileSampling) -> Sampling:
         """Request values over the model's profile defaults over the engine's."""
         schema, json_mode = None, False
@@ -109,39 +125,143 @@ class _Sampled(_Body, SamplingFields):
             schema = json.dumps(self.response_format.json_schema.schema_)
         elif self.response_format and self.response_format.type == "json_object":
             json_mode = True
+        logprobs, top = self._logprobs()
         return merge_sampling(
-            defaults, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty, presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty, seed=self.seed, stop=self.stop,
+            defaults,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            stop=self.stop,
             max_tokens=self.max_completion_tokens or self.max_tokens,
             logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
-            json_schema=schema, json_mode=json_mode,
-        )  # fmt: skip
+            json_schema=schema,
+            json_mode=json_mode,
+            logprobs=logprobs,
+            top_logprobs=top,
+        )
+
+
+class FunctionCall(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str | dict[str, Any] = "{}"
+
+    def text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+class ChatToolCall(_Body):
+    id: str = Field(default="", max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[ChatToolCall] | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    reasoning_content: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
             return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
         return self.content or ""
 
+    def to_message(self) -> Message:
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.text())
+            for c in self.tool_calls or ()
+        )
+        content = None if calls and self.content is None else self.text()
+        return Message(
+            role="system" if self.role == "developer" else self.role,
+            content=content,
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+            reasoning=self.reasoning_content,
+        )
+
+
+class FunctionDef(_Body):
+    name: str
+    description: str = Field(default="", max_length=8192)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _FUNCTION_NAME.match(v):
+            raise ValueError("a function name is 1 to 64 letters, digits, '_', '-', '.' or ':'")
+        return v
+
+
+class ToolDef(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
 
 class ChatRequest(_Sampled):
     messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    tools: list[ToolDef] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    logprobs: StrictBool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
-    def engine_messages(self, system: str | None) -> list[Message]:
-        msgs = [Message("system" if m.role == "developer" else m.role, m.text()) for m in self.messages]
+    @model_validator(mode="after")
+    def _tools(self) -> ChatRequest:
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: two functions share a name")
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
+        if choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def _logprobs(self) -> tuple[bool, int]:
+        return self.logprobs, self.top_logprobs or 0
+
+    def to_request(self, defaults: ProfileSampling, system: str | None) -> Request:
+        msgs = [m.to_message() for m in self.messages]
         if system and not any(m.role == "system" for m in msgs):
             msgs.insert(0, Message("system", system))
-        return msgs
+        choice = self.tool_choice
+        return Request(
+            sampling=self.sampling(defaults),
+            messages=tuple(msgs),
+            tools=tuple(
+                Tool(t.function.name, t.function.description, json.dumps(t.function.parameters))
+                for t in self.tools or ()
+            ),
+            tool_choice=choice.function.name if isinstance(choice, NamedToolChoice) else choice or "auto",
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
 
 class CompletionRequest(_Sampled):
     prompt: str | list[str] = Field(min_length=1)
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # the legacy API: alternatives per token
 
     def text(self) -> str:
         if isinstance(self.prompt, list):
@@ -149,6 +269,12 @@ class CompletionRequest(_Sampled):
                 raise ValueError("kennel takes one prompt per request")
             return self.prompt[0]
         return self.prompt
+
+    def _logprobs(self) -> tuple[bool, int]:
+        return self.logprobs is not None, self.logprobs or 0
+
+    def to_request(self, defaults: ProfileSampling) -> Request:
+        return Request(sampling=self.sampling(defaults), prompt=self.text())
 
 
 class EmbeddingRequest(_Body):
@@ -161,3 +287,19 @@ class EmbeddingRequest(_Body):
         if not items or len(items) > 2048 or any(not t for t in items):
             raise ValueError("input must be 1 to 2048 non-empty strings")
         return items
+
+
+class RerankRequest(_Body):
+    """The shape llama-server, Jina and Cohere take: a query and documents to order by relevance."""
+
+    model: str = Field(min_length=1, max_length=256)
+    query: str = Field(min_length=1)
+    documents: list[str | dict[str, Any]] = Field(min_length=1, max_length=1000)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+
+    def texts(self) -> list[str]:
+        out = [d if isinstance(d, str) else str(d.get("text", "")) for d in self.documents]
+        if any(not t for t in out):
+            raise ValueError("documents must be non-empty strings (or objects with a text field)")
+        return out

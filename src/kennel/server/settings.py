@@ -21,7 +21,21 @@ class ModelEntry(BaseModel):
 
     model: str = Field(description="A store model NAME[:TAG|@VERSION] or a .gguf path.")
     name: str | None = Field(default=None, description="The id clients use (default: the model's name).")
-    ctx: int | None = Field(default=None, ge=64, description="Context size (default: profile's, else 8192).")
+    ctx: int | None = Field(
+        default=None, ge=64, description="Context per request in tokens (default: profile's, else 8192)."
+    )
+    parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Requests decoded together (default: what memory allows, up to 8; `kennel fit` shows it).",
+    )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads (default: every physical core).")
+    prompt_cache_mib: int | None = Field(
+        default=None,
+        ge=0,
+        description="RAM for prompts kept between requests, in MiB (default: one full context, at least 256).",
+    )
     pinned: bool = Field(default=False, description="Never unloaded to make room for another model.")
     keep_alive: float = Field(default=300.0, description="Seconds idle before unloading; -1 keeps it loaded.")
     preload: bool = Field(default=False, description="Load at start instead of on first request.")
@@ -57,7 +71,19 @@ class ServeSettings(BaseSettings):
     port: int = Field(default=8484, ge=1, le=65535)
     models: list[ModelEntry] = Field(default_factory=list)
     max_loaded: int = Field(default=4, ge=1, description="Most models loaded at once.")
-    max_queue: int = Field(default=16, ge=1, description="Requests queued or running per model before 429.")
+    max_queue: int = Field(default=32, ge=1, description="Requests queued or running per model before 429.")
+    parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Default requests decoded together, for models without their own.",
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="Default CPU threads, for models without their own."
+    )
+    prompt_cache_mib: int | None = Field(
+        default=None, ge=0, description="Default prompt cache in MiB, for models without their own."
+    )
     queue_timeout: float = Field(default=300.0, gt=0, description="Seconds a request may wait for its turn.")
     request_timeout: float = Field(default=600.0, gt=0, description="Seconds a generation may run.")
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without API keys.")
@@ -106,8 +132,10 @@ def load_settings(config: Path | None, **flags: Any) -> ServeSettings:
         return ServeSettings(**merged)  # init values win over the environment
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidOptionError(f"Invalid server settings: {problems}.",
-                                 hint="See `kennel serve --help` for the settings and their ranges.") from exc  # fmt: skip
+        raise InvalidOptionError(
+            f"Invalid server settings: {problems}.",
+            hint="See `kennel serve --help` for the settings and their ranges.",
+        ) from exc
 
 
 def _env_fields() -> list[str]:

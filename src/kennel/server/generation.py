@@ -1,0 +1,315 @@
+"""One generation request's life on the server, whatever protocol it came in by: the guard, its
+admission to the model, the first piece before the HTTP response starts, the pieces after it
+(timed, counted, watched for the canary, cut at the request timeout), then metrics and the
+request log.
+
+Status codes are the client's view: 200 for an answer that ended, 4xx/5xx for errors, and 499
+(nginx's "client closed request") when the client went away first. A 499 records the tokens that
+were actually sent and counts as neither a success nor a failure in the failure alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from typing import Any, TypeVar
+
+from fastapi import Request as HttpRequest
+from sse_starlette.sse import EventSourceResponse
+
+from kennel.engines.base import Answer, Delta, Engine, Request
+from kennel.errors import ClientGoneError, InvalidRequestError, KennelError, ModelLoadError
+from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
+from kennel.guard.policy import Verdict
+from kennel.server.keys import ApiKey
+from kennel.server.state import AppState
+from kennel.store.profile import Sampling as ProfileSampling
+
+T = TypeVar("T")
+log = logging.getLogger("kennel.requests")
+CLIENT_GONE = 499
+
+
+def keep_alive_seconds(value: str | int | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return float(value)
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(value[:-1]) * units[value[-1]] if value[-1] in units else float(value)
+    except (ValueError, IndexError) as exc:
+        raise InvalidRequestError(f"keep_alive {value!r} is not a duration like 5m, 30s or -1.") from exc
+
+
+def no_wait(request: HttpRequest) -> bool:
+    return request.headers.get("x-kennel-wait", "").lower() in ("0", "false", "no")
+
+
+def status_of(exc: BaseException) -> int:
+    if isinstance(exc, KennelError):
+        return int(getattr(exc, "status_code", 400))
+    if isinstance(exc, asyncio.CancelledError):
+        return CLIENT_GONE
+    return 500
+
+
+async def until_disconnect(request: HttpRequest, work: Awaitable[T]) -> T:
+    """``work``, abandoned (cancelled) as soon as the client goes away: a queued request whose
+    client left must not keep its place, nor a generation nobody will read. The disconnect is read
+    from the ASGI receive channel (the body is already consumed), so nothing polls."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        raise ClientGoneError("The client disconnected.")
+    return task.result()
+
+
+class Generation:
+    """One generation: admission held, pieces timed and counted, metrics and the log at the end."""
+
+    def __init__(
+        self,
+        http: HttpRequest,
+        *,
+        model: str,
+        endpoint: str,
+        key: ApiKey | None,
+        keep_alive: str | int | None = None,
+        id_prefix: str = "chatcmpl",
+    ) -> None:
+        self.http = http
+        self.state: AppState = http.app.state.kennel
+        self.model, self.endpoint, self.key = model, endpoint, key
+        self.keep_alive = keep_alive_seconds(keep_alive)
+        self.id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
+        self.t0 = time.monotonic()
+        self.stack = AsyncExitStack()
+        self.status = 200
+        self.answer = Answer()
+        self.guard: Verdict | None = None
+        self.canary: CanaryWatch | None = None
+        self._leak_counted = False
+        self._finished = False
+
+    # ---- before the model -----------------------------------------------------------------
+    def profile_defaults(self) -> ProfileSampling:
+        spec = self.state.pool.slot(self.model).spec
+        return spec.profile.parameters if spec.profile else ProfileSampling()
+
+    def system(self) -> str | None:
+        """The profile's system prompt, with a canary when the guard flags or blocks: a model that
+        repeats it has leaked its instructions."""
+        spec = self.state.pool.slot(self.model).spec
+        system = spec.profile.system if spec.profile else None
+        if system and self.state.guard(self.model, self.key).mode in ("flag", "block"):
+            canary = make_canary()
+            self.canary = CanaryWatch(canary)
+            return embed_canary(system, canary)
+        return system
+
+    async def check_guard(self, messages: list[tuple[str, str | None]]) -> None:
+        """Scan the untrusted input; count the decision; refuse it in block mode."""
+        guard = self.state.guard(self.model, self.key)
+        if guard.mode == "off":
+            return
+        size = sum(len(c or "") for _, c in messages)
+        # ~1 µs a character: long inputs are scanned off the event loop so other requests flow
+        v = self.guard = (
+            guard.scan_messages(messages)
+            if size < 20_000
+            else await asyncio.to_thread(guard.scan_messages, messages)
+        )
+        decision = (
+            "blocked" if v.blocked else "flagged" if v.flagged else "suspicious" if v.suspicious else "clean"
+        )
+        self.state.metrics.guard.labels(self.model, decision).inc()
+        if v.blocked:
+            self.status = 400
+            self.state.metrics.requests.labels(self.model, self.endpoint, "400").inc()
+            self._log()
+            self._finished = True
+            v.raise_if_blocked()
+
+    def headers(self) -> dict[str, str] | None:
+        if self.guard is not None and self.guard.flagged:
+            return {"X-Kennel-Guard": f"flagged; {','.join(self.guard.labels)}"}
+        return None
+
+    # ---- with the model -------------------------------------------------------------------
+    async def open(self, request: Request) -> tuple[Delta, AsyncIterator[Delta]]:
+        """Admission, then the first piece, before any byte of the response: every error a
+        client can cause is a proper status code. On any error the admission is released and the
+        request counted."""
+
+        async def first_piece() -> tuple[Delta, AsyncIterator[Delta]]:
+            engine: Engine = await self.stack.enter_async_context(
+                self.state.pool.use(self.model, wait=not no_wait(self.http), keep_alive=self.keep_alive)
+            )
+            self.state.metrics.queue_time.labels(self.model).observe(time.monotonic() - self.t0)
+            stream = engine.generate(request, self.id)
+            self.stack.push_async_callback(_close, stream)  # leaving early aborts the request
+            return await stream.__anext__(), stream
+
+        try:
+            first, stream = await until_disconnect(self.http, first_piece())
+        except BaseException as exc:
+            if isinstance(exc, ModelLoadError) and self.state.alerts is not None:
+                self.state.alerts.load_failed(self.model, exc.message)
+            await self.finish(status_of(exc))
+            raise
+        self.state.metrics.ttft.labels(self.model).observe(time.monotonic() - self.t0)
+        return first, stream
+
+    async def pieces(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+        """Every piece, added to ``answer`` as it is handed on; gaps timed; cut at the canary
+        (block mode) or at the request timeout."""
+        itl = self.state.metrics.itl.labels(self.model)
+        deadline = self.t0 + self.state.settings.request_timeout
+        last = time.monotonic()
+        item: Delta | None = first
+        while item is not None:
+            text = item.text + item.reasoning
+            if text and self.canary is not None and self.canary.feed(text) and self._leak():
+                await _close(rest)
+                cut = Delta(finish_reason="content_filter")
+                self.answer.add(cut)
+                self.answer.completion_tokens = self.answer.pieces
+                yield cut
+                return
+            self.answer.add(item)
+            yield item
+            if not item.finish_reason and time.monotonic() > deadline:
+                await _close(rest)  # closing the engine's stream aborts its request
+                cut = Delta(finish_reason="length")
+                self.answer.add(cut)
+                self.answer.completion_tokens = self.answer.pieces
+                yield cut
+                return
+            try:
+                item = await rest.__anext__()
+            except StopAsyncIteration:
+                item = None
+            now = time.monotonic()
+            if item is not None and not item.empty:
+                itl.observe(now - last)
+            last = now
+
+    async def collect(self, first: Delta, rest: AsyncIterator[Delta]) -> Answer:
+        """The whole answer, for a client that wants one document; 499 if it leaves first."""
+
+        async def drain() -> Answer:
+            async for _ in self.pieces(first, rest):
+                pass
+            return self.answer
+
+        try:
+            answer = await until_disconnect(self.http, drain())
+        except BaseException as exc:
+            await self.finish(status_of(exc))
+            raise
+        await self.finish(200)
+        return answer
+
+    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+        """Server-sent events ending in [DONE]. The request is finished however the stream ends:
+        an engine failure mid-stream is a 500, a client that hung up a 499."""
+
+        async def events() -> AsyncIterator[str]:
+            status = CLIENT_GONE  # unless the loop below runs to its end or fails
+            try:
+                async for c in chunks:
+                    yield json.dumps(c, ensure_ascii=False)
+                yield "[DONE]"
+                status = 200
+            except Exception:
+                status = 500
+                raise
+            finally:
+                await self.finish(status)
+
+        return EventSourceResponse(events(), ping=15, headers=self.headers())
+
+    def _leak(self) -> bool:
+        """The canary appeared: count it; True when the guard blocks (the answer stops here)."""
+        if not self._leak_counted:
+            self._leak_counted = True
+            self.state.metrics.guard.labels(self.model, "canary_leak").inc()
+        return self.state.guard(self.model, self.key).mode == "block"
+
+    # ---- after ----------------------------------------------------------------------------
+    async def finish(self, status: int) -> None:
+        """Release the admission and account for the request, once."""
+        if self._finished:
+            return
+        self._finished = True
+        self.status = status
+        await self.stack.aclose()
+        a, m, model = self.answer, self.state.metrics, self.model
+        if status == CLIENT_GONE or (status != 200 and a.finish_reason is None):
+            a.completion_tokens = a.pieces  # what was sent before the end
+        if self.state.alerts is not None and (status == 200 or status >= 500):
+            self.state.alerts.record(model, status == 200)  # 4xx and 499 say nothing about the model
+        m.requests.labels(model, self.endpoint, str(status)).inc()
+        m.duration.labels(model, self.endpoint).observe(time.monotonic() - self.t0)
+        m.prompt_tokens.labels(model).inc(a.prompt_tokens)
+        m.generation_tokens.labels(model).inc(a.completion_tokens)
+        self._log()
+
+    def _log(self) -> None:
+        guard = None
+        if self.guard is not None and self.guard.suspicious:
+            guard = {
+                "flagged": self.guard.flagged,
+                "blocked": self.guard.blocked,
+                "labels": list(self.guard.labels),
+            }
+        if self.canary is not None and self.canary.leaked:
+            guard = {**(guard or {}), "canary_leak": True}
+        log.info(
+            json.dumps(
+                {
+                    "endpoint": self.endpoint,
+                    "model": self.model,
+                    "key": self.key.name if self.key else None,
+                    "status": self.status,
+                    "prompt_tokens": self.answer.prompt_tokens,
+                    "completion_tokens": self.answer.completion_tokens,
+                    "latency_ms": round((time.monotonic() - self.t0) * 1000),
+                    "guard": guard,
+                }
+            )
+        )
+
+    def log_content(self, prompt: Any) -> None:
+        if self.state.settings.log_content:
+            log.info(
+                json.dumps(
+                    {"model": self.model, "prompt": prompt, "completion": self.answer.text},
+                    ensure_ascii=False,
+                )
+            )
+
+
+async def _close(stream: AsyncIterator[Delta]) -> None:
+    aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with suppress(Exception):
+            await aclose()

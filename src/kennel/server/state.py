@@ -1,0 +1,55 @@
+"""What every request handler reads: the settings, the pool, metrics, keys, the guards and the
+alert sender, built once per app in its lifespan (no module-level state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kennel.guard.policy import Guard
+from kennel.server.alerting import ServerAlerts
+from kennel.server.keys import ApiKey, KeyStore
+from kennel.server.metrics import Metrics
+from kennel.server.pool import ModelSpec, Pool
+from kennel.server.ratelimit import RateLimiter
+from kennel.server.settings import ServeSettings
+
+
+@dataclass
+class AppState:
+    settings: ServeSettings
+    pool: Pool
+    metrics: Metrics
+    keys: KeyStore | None  # None: no keys exist, loopback only
+    limiter: RateLimiter
+    started: float
+    guards: dict[str, Guard] = field(default_factory=dict)  # model -> its guard (built once per mode)
+    alerts: ServerAlerts | None = None
+
+    def guard(self, model: str, key: ApiKey | None = None) -> Guard:
+        """The key's own mode if it has one, else the model's, else the server's."""
+        if key is not None and key.guard:
+            return self.guards[f"mode:{key.guard}"]
+        return self.guards.get(model) or self.guards["*"]
+
+
+def build_guards(settings: ServeSettings, specs: list[ModelSpec]) -> dict[str, Guard]:
+    """One Guard per mode in use (compiling the phrase tables is the costly part), mapped per model
+    and under "mode:<m>" for API keys with their own mode."""
+    by_mode: dict[str, Guard] = {}
+    classifier = None
+    if settings.guard_classifier is not None:
+        from kennel.guard.classifier import OnnxClassifier
+
+        classifier = OnnxClassifier(settings.guard_classifier)
+
+    def get(mode: str) -> Guard:
+        if mode not in by_mode:
+            by_mode[mode] = Guard(mode, classifier=classifier)  # type: ignore[arg-type]
+        return by_mode[mode]
+
+    out = {"*": get(settings.guard)}
+    for entry, spec in zip(settings.models, specs, strict=False):
+        out[spec.name] = get(entry.guard or settings.guard)
+    for mode in ("off", "log", "flag", "block"):
+        out[f"mode:{mode}"] = get(mode)
+    return out
