@@ -119,7 +119,7 @@ def run(
         spec.plan.chat_template or check_gguf(spec.plan.model).metadata.get("tokenizer.chat_template")
     )
     system = profile.system if profile else None
-    engine = LlamaCppEngine(spec.plan, name=spec.name, load_log=LoadLog())
+    engine = LlamaCppEngine(spec.plan, name=spec.name, load_log=LoadLog(home.root / "logs"))
     try:
         with status(f"Loading {spec.name}…", enabled=not json_out):
             asyncio.run(engine.load())

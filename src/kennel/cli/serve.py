@@ -170,7 +170,7 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
             f"Two models are served under one name: {', '.join(names)}.",
             hint="Give each a distinct `name:` in the config.",
         )
-    load_log = LoadLog()  # llama.cpp's load messages become memory figures, not terminal noise
+    load_log = LoadLog(home.root / "logs")  # llama.cpp's load messages: memory figures, not terminal noise
     app = create_app(
         settings,
         specs,

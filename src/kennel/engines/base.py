@@ -64,10 +64,6 @@ class Capabilities:
     completion: bool = True
     embeddings: bool = False
     rerank: bool = False
-    tools: bool = True  # OpenAI tool calls through the model's chat template
-    logprobs: bool = True
-    json_schema: bool = True  # constrained decoding (JSON mode, json_schema)
-    logit_bias: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,12 +236,12 @@ class Answer:
             )
         self.logprobs.extend(d.logprobs)
         self.pieces += bool(d.text or d.reasoning or d.tool_calls)
-        if d.prompt_tokens:
-            self.prompt_tokens = d.prompt_tokens
+        # counts only from pieces that carry them: a cut (timeout, canary) has none of its own
         if d.finish_reason:
             self.finish_reason = d.finish_reason
-            self.prompt_tokens, self.completion_tokens = d.prompt_tokens, d.completion_tokens
-            self.cached_tokens = d.cached_tokens
+        self.prompt_tokens = d.prompt_tokens or self.prompt_tokens
+        self.completion_tokens = d.completion_tokens or self.completion_tokens
+        self.cached_tokens = d.cached_tokens or self.cached_tokens
 
 
 @dataclass(frozen=True)

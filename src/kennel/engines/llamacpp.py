@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import secrets
 import tempfile
@@ -44,6 +45,8 @@ from kennel.engines.openai_wire import ChunkReader, engine_error, request_body
 from kennel.errors import EngineError, InvalidRequestError, ModelLoadError
 
 Item = Delta | BaseException | None
+UNLOAD_WAIT = 60.0  # seconds an unload waits for requests to notice they were stopped
+log = logging.getLogger("kennel.engine")
 _PROCESSING = re.compile(r"^llamacpp:requests_processing\s+(\S+)", re.M)  # llama.cpp's busy slots
 
 
@@ -55,14 +58,7 @@ class LlamaCppEngine:
         self.parallel = plan.parallel
         gen = plan.task == "generate"
         self.capabilities = Capabilities(
-            chat=gen,
-            completion=gen,
-            embeddings=plan.task == "embed",
-            rerank=plan.task == "rerank",
-            tools=gen,
-            logprobs=gen,
-            json_schema=gen,
-            logit_bias=gen,
+            chat=gen, completion=gen, embeddings=plan.task == "embed", rerank=plan.task == "rerank"
         )
         self._load_log = load_log
         self._server: Any = None
@@ -98,18 +94,21 @@ class LlamaCppEngine:
             api_key=secrets.token_urlsafe(32),
             verbosity=VERBOSITY_BUFFERS if log else VERBOSITY_QUIET,
         )
+        failed: Exception | None = None
         lines: list[str] = []
         with log.capture() if log else contextlib.nullcontext(lines) as captured:
             try:
                 self._server = x.Server(params)
             except (RuntimeError, ValueError) as exc:
-                self._folder.cleanup()
-                said = " ".join(ln.strip() for ln in captured if " E " in ln)[-300:]
-                raise ModelLoadError(
-                    f"llama.cpp could not load {self.name} ({self.plan.model.name})"
-                    + (f": {said}" if said else "."),
-                    hint="Check the file with `kennel fit PATH`; a GPU build may need `kennel doctor`.",
-                ) from exc
+                failed = exc
+        if failed is not None:  # what llama.cpp said is known once the capture has ended
+            self._folder.cleanup()
+            said = " ".join(ln.strip() for ln in captured if " E " in ln)[-300:]
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.name} ({self.plan.model.name})"
+                + (f": {said}" if said else "."),
+                hint="Check the file with `kennel fit PATH`; a GPU build may need `kennel doctor`.",
+            ) from failed
         buffers = LlamaBuffers.from_log("".join(captured))
         if buffers.found:
             self._memory = buffers.memory() + Memory(ram=self.plan.prompt_cache_bytes)
@@ -134,8 +133,15 @@ class LlamaCppEngine:
         for stop in self._stops.values():
             stop.set()
         pending = [asyncio.wrap_future(j) for j in [*self._jobs, *([self._loading] if self._loading else [])]]
-        if pending:  # each ends at its next decode step
-            await asyncio.gather(*pending, return_exceptions=True)
+        if pending:  # a request ends at its next decode step or prompt batch; a load when it is done
+            _, late = await asyncio.wait(pending, timeout=UNLOAD_WAIT)
+            if late:
+                log.warning(
+                    "%s: %d request(s) still inside llama.cpp after %.0f s; unloading anyway",
+                    self.name,
+                    len(late),
+                    UNLOAD_WAIT,
+                )
         await asyncio.get_running_loop().run_in_executor(self._threads, self._close)
         self._threads.shutdown(wait=False)
 
@@ -290,7 +296,7 @@ def _run(
             put(reader.finish())
     except ValueError as exc:  # llama.cpp's std::invalid_argument: the request is at fault
         put(InvalidRequestError(f"llama.cpp refused the request: {exc}"))
-    except BaseException as exc:  # raised on the event loop by the consumer
+    except BaseException as exc:  # handed to the consumer, which raises it on the event loop
         put(EngineError(f"llama.cpp failed: {exc}") if isinstance(exc, RuntimeError) else exc)
     finally:
         put(None)

@@ -25,6 +25,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from kennel.engines.base import Memory
 
@@ -46,7 +48,8 @@ _PYTHON_LINE = re.compile(
     r"^(?:\d{4}-\d\d-\d\d[ T]|[A-Z]+:\s|Traceback |  File \"|\w+(?:\.\w+)*(?:Error|Exception|Warning): )"
 )
 LOADED_MARK = "init: listening on"  # the last line llama.cpp logs for a successful load
-FAILED_MARK = "exiting due to model loading error"
+FAILED_MARKS = ("exiting due to", "failed to initialize", "Failed to init")
+LOG_NAME = "llama-load.log"
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,14 @@ class LlamaBuffers:
 
 
 class LoadLog:
-    """Captures fd 2 while llama.cpp loads a model, one load at a time per process."""
+    """Captures fd 2 while llama.cpp loads a model, one load at a time per process (share one
+    LoadLog per process). With a ``folder``, the last load's whole log stays there as
+    ``llama-load.log``: what llama.cpp said before a crash is not lost."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._set_threshold = _threshold_setter()
+        self._folder = folder
 
     @property
     def can_quiet(self) -> bool:
@@ -114,7 +120,7 @@ class LoadLog:
         in the yielded list, anything else written meanwhile (other threads' logging) goes on to
         the real stderr, and llama.cpp is told to log nothing more."""
         out: list[str] = []
-        with self._lock, tempfile.TemporaryFile(mode="w+b") as tmp:
+        with self._lock, self._file() as tmp:
             sys.stderr.flush()
             saved = os.dup(2)
             os.dup2(tmp.fileno(), 2)
@@ -126,13 +132,17 @@ class LoadLog:
                 while True:
                     tmp.seek(0)
                     text = tmp.read().decode("utf-8", errors="replace")
-                    if LOADED_MARK in text or FAILED_MARK in text or time.monotonic() > deadline:
+                    done = LOADED_MARK in text or any(m in text for m in FAILED_MARKS)
+                    if done or time.monotonic() > deadline:
                         break
                     time.sleep(0.01)
                 if self._set_threshold is not None:
                     # nothing more: kennel logs each request itself, and a failed one reaches its
                     # client (and the request log) as an error, not as llama.cpp noise on the terminal
                     self._set_threshold(0)
+                    time.sleep(0.02)  # lines other models queued meanwhile are written here too
+                    tmp.seek(0)
+                    text = tmp.read().decode("utf-8", errors="replace")
                 sys.stderr.flush()
                 os.dup2(saved, 2)
                 os.close(saved)
@@ -147,6 +157,12 @@ class LoadLog:
                 if rest:
                     sys.stderr.write("".join(rest))
                     sys.stderr.flush()
+
+    def _file(self) -> IO[bytes]:
+        if self._folder is None:
+            return tempfile.TemporaryFile(mode="w+b")
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return (self._folder / LOG_NAME).open("w+b")
 
 
 def _threshold_setter() -> Callable[[int], None] | None:

@@ -221,7 +221,3 @@ class ChunkReader:
             completion_tokens=int(u.get("completion_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
         )
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None and self.usage is not None

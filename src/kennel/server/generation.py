@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from fastapi import Request as HttpRequest
 from sse_starlette.sse import EventSourceResponse
 
-from kennel.engines.base import Answer, Delta, Engine, Request
-from kennel.errors import ClientGoneError, InvalidRequestError, KennelError, ModelLoadError
+from kennel.engines.base import Answer, Delta, Engine, FinishReason, Request
+from kennel.errors import ClientGoneError, EngineError, InvalidRequestError, KennelError, ModelLoadError
 from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
 from kennel.guard.policy import Verdict
+from kennel.server.http_errors import kennel_error_body
 from kennel.server.keys import ApiKey
 from kennel.server.state import AppState
 from kennel.store.profile import Sampling as ProfileSampling
@@ -72,6 +73,11 @@ async def until_disconnect(request: HttpRequest, work: Awaitable[T]) -> T:
     watch = asyncio.ensure_future(gone())
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # we were cancelled ourselves (shutdown): so is the work
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        raise
     finally:
         watch.cancel()
     if not task.done():
@@ -166,9 +172,22 @@ class Generation:
             self.state.metrics.queue_time.labels(self.model).observe(time.monotonic() - self.t0)
             stream = engine.generate(request, self.id)
             self.stack.push_async_callback(_close, stream)  # leaving early aborts the request
-            return await stream.__anext__(), stream
+            # past the request timeout the engine stops the request, even one that says nothing
+            loop = asyncio.get_running_loop()
+            timer = loop.call_at(
+                loop.time() + self.t0 + self.state.settings.request_timeout - time.monotonic(),
+                lambda: asyncio.ensure_future(engine.abort(self.id)),
+            )
+            self.stack.callback(timer.cancel)
+            try:
+                return await stream.__anext__(), stream
+            except StopAsyncIteration as exc:  # stopped before it said anything
+                if time.monotonic() >= self.t0 + self.state.settings.request_timeout:
+                    return Delta(finish_reason="length"), stream  # the timeout: an empty answer
+                raise EngineError(f"{self.model} ended the request before answering.") from exc
 
         try:
+            require_task(self.state, self.model, "generate", "chat or completions")
             first, stream = await until_disconnect(self.http, first_piece())
         except BaseException as exc:
             if isinstance(exc, ModelLoadError) and self.state.alerts is not None:
@@ -180,7 +199,7 @@ class Generation:
 
     async def pieces(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
         """Every piece, added to ``answer`` as it is handed on; gaps timed; cut at the canary
-        (block mode) or at the request timeout."""
+        (block mode) or at the request timeout (the engine was told to stop; see ``open``)."""
         itl = self.state.metrics.itl.labels(self.model)
         deadline = self.t0 + self.state.settings.request_timeout
         last = time.monotonic()
@@ -188,25 +207,20 @@ class Generation:
         while item is not None:
             text = item.text + item.reasoning
             if text and self.canary is not None and self.canary.feed(text) and self._leak():
-                await _close(rest)
-                cut = Delta(finish_reason="content_filter")
-                self.answer.add(cut)
-                self.answer.completion_tokens = self.answer.pieces
-                yield cut
+                yield await self._cut(rest, "content_filter")
                 return
             self.answer.add(item)
             yield item
-            if not item.finish_reason and time.monotonic() > deadline:
-                await _close(rest)  # closing the engine's stream aborts its request
-                cut = Delta(finish_reason="length")
-                self.answer.add(cut)
-                self.answer.completion_tokens = self.answer.pieces
-                yield cut
+            if item.finish_reason:
+                return
+            if time.monotonic() > deadline:
+                yield await self._cut(rest, "length")
                 return
             try:
                 item = await rest.__anext__()
-            except StopAsyncIteration:
-                item = None
+            except StopAsyncIteration:  # stopped without an end: the timeout's abort
+                yield await self._cut(rest, "length")
+                return
             now = time.monotonic()
             if item is not None and not item.empty:
                 itl.observe(now - last)
@@ -229,8 +243,9 @@ class Generation:
         return answer
 
     def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-        """Server-sent events ending in [DONE]. The request is finished however the stream ends:
-        an engine failure mid-stream is a 500, a client that hung up a 499."""
+        """Server-sent events ending in [DONE]. The request is finished however the stream ends: a
+        failure mid-stream is sent as an error event in the client's error shape (the status line
+        is long gone) and recorded with its status; a client that hung up is a 499."""
 
         async def events() -> AsyncIterator[str]:
             status = CLIENT_GONE  # unless the loop below runs to its end or fails
@@ -239,13 +254,22 @@ class Generation:
                     yield json.dumps(c, ensure_ascii=False)
                 yield "[DONE]"
                 status = 200
-            except Exception:
-                status = 500
-                raise
+            except Exception as exc:
+                status = status_of(exc)
+                body = kennel_error_body(exc if isinstance(exc, KennelError) else EngineError(str(exc)))
+                yield json.dumps(body, ensure_ascii=False)
             finally:
                 await self.finish(status)
 
-        return EventSourceResponse(events(), ping=15, headers=self.headers())
+        return _Events(self, events(), ping=15, headers=self.headers())
+
+    async def _cut(self, rest: AsyncIterator[Delta], reason: FinishReason) -> Delta:
+        """The answer ends here, with the tokens sent so far."""
+        await _close(rest)
+        cut = Delta(finish_reason=reason)
+        self.answer.add(cut)
+        self.answer.completion_tokens = self.answer.pieces
+        return cut
 
     def _leak(self) -> bool:
         """The canary appeared: count it; True when the guard blocks (the answer stops here)."""
@@ -263,8 +287,8 @@ class Generation:
         self.status = status
         await self.stack.aclose()
         a, m, model = self.answer, self.state.metrics, self.model
-        if status == CLIENT_GONE or (status != 200 and a.finish_reason is None):
-            a.completion_tokens = a.pieces  # what was sent before the end
+        if a.finish_reason is None:
+            a.completion_tokens = a.pieces  # the answer did not end: count what was sent
         if self.state.alerts is not None and (status == 200 or status >= 500):
             self.state.alerts.record(model, status == 200)  # 4xx and 499 say nothing about the model
         m.requests.labels(model, self.endpoint, str(status)).inc()
@@ -306,6 +330,32 @@ class Generation:
                     ensure_ascii=False,
                 )
             )
+
+
+class _Events(EventSourceResponse):
+    """Finishes its generation even when the body never started (the client left between the
+    first token and the status line), so no admission is held for nobody."""
+
+    def __init__(self, generation: Generation, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generation = generation
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.generation.finish(CLIENT_GONE)  # a no-op when the stream finished it
+
+
+def require_task(state: AppState, model: str, task: str, what: str) -> None:
+    """Refuse a request for the wrong kind of model before it is admitted (or loaded)."""
+    plan = state.pool.slot(model).spec.plan
+    if plan.task != task:
+        kind = {"generate": "a text-generation", "embed": "an embedding", "rerank": "a reranking"}[plan.task]
+        raise InvalidRequestError(
+            f"{model} is {kind} model; it does not do {what}.",
+            hint="Pick a model for this endpoint (GET /v1/models lists what each one does).",
+        )
 
 
 async def _close(stream: AsyncIterator[Delta]) -> None:

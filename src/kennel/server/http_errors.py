@@ -4,6 +4,7 @@ with the status, type and code of each kennel error taken from one explicit tabl
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,7 +67,15 @@ def error_response(
     retry_after: float | None = None,
     type_: str | None = None,
 ) -> JSONResponse:
-    body = {
+    body = _envelope(status, message, param=param, code=code, type_=type_)
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _envelope(
+    status: int, message: str, *, param: str | None, code: str | None, type_: str | None
+) -> dict[str, Any]:
+    return {
         "error": {
             "message": message,
             "type": type_ or _TYPES.get(status, "server_error"),
@@ -74,15 +83,21 @@ def error_response(
             "code": code,
         }
     }
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def kennel_error_body(exc: KennelError) -> dict[str, Any]:
+    """The envelope for ``exc``: also what a stream sends when it fails after its status line."""
+    status = int(getattr(exc, "status_code", 400))
+    text = exc.message + (f" {exc.hint}" if exc.hint else "")
+    type_, code = next((v for cls, v in ERROR_TABLE.items() if isinstance(exc, cls)), (None, None))
+    return _envelope(status, text, param=None, code=code, type_=type_)
 
 
 def kennel_error_response(exc: KennelError) -> JSONResponse:
     status = int(getattr(exc, "status_code", 400))
-    text = exc.message + (f" {exc.hint}" if exc.hint else "")
-    type_, code = next((v for cls, v in ERROR_TABLE.items() if isinstance(exc, cls)), (None, None))
-    return error_response(status, text, code=code, retry_after=getattr(exc, "retry_after", None), type_=type_)
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(max(1, round(retry)))} if retry else None
+    return JSONResponse(kennel_error_body(exc), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

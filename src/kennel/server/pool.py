@@ -32,6 +32,12 @@ async def _quiet_unload(engine: Engine) -> None:
         await engine.unload()
 
 
+def _retrieved(task: asyncio.Future[Engine]) -> None:
+    """A load whose waiters all left still reports its failure to nobody, quietly."""
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model the server may load: where it is, how to load it, what it will need."""
@@ -58,6 +64,7 @@ class Slot:
     held: Memory | None = None  # what the loaded engine reports holding
     admit: asyncio.Semaphore = field(init=False)
     loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    load_task: asyncio.Future[Engine] | None = None
 
     def __post_init__(self) -> None:
         # FIFO since Python 3.11: waiters are admitted in the order they came
@@ -114,10 +121,19 @@ class Pool:
 
     # ---- loading and evicting -------------------------------------------------------------
     async def ensure_loaded(self, slot: Slot, *, wait: bool = True) -> Engine:
+        """The slot's engine, loading it if needed. The load belongs to the pool, not to the
+        request that started it: a waiter that leaves (a client that hung up) neither cancels it
+        for the others nor leaves a half-loaded engine behind."""
         if slot.state == "ready" and slot.engine is not None:
             return slot.engine
         if slot.state == "loading" and not wait:
             raise ModelLoadingError(f"{slot.spec.name} is loading.", hint="Retry shortly.", retry_after=5.0)
+        if slot.load_task is None or slot.load_task.done():
+            slot.load_task = asyncio.ensure_future(self._load(slot))
+            slot.load_task.add_done_callback(_retrieved)
+        return await asyncio.shield(slot.load_task)
+
+    async def _load(self, slot: Slot) -> Engine:
         async with slot.loading:
             if slot.state == "ready" and slot.engine is not None:
                 return slot.engine
@@ -127,9 +143,9 @@ class Pool:
             try:
                 await engine.load()
             except BaseException:
-                # a load abandoned half-way (cancelled, failed) may still hold memory and a thread
-                await asyncio.shield(_quiet_unload(engine))
                 slot.state = "unloaded"
+                # a load abandoned half-way (failed, or the server shutting down) may hold memory
+                await asyncio.shield(_quiet_unload(engine))
                 raise
             slot.engine, slot.state, slot.loads = engine, "ready", slot.loads + 1
             slot.held = engine.memory()
@@ -167,6 +183,11 @@ class Pool:
             await self.unload(min(idle, key=lambda s: s.last_used))
 
     async def unload(self, slot: Slot) -> None:
+        """Unload in a task of the pool's own, so a caller that is cancelled cannot leave the
+        slot marked free while its engine still holds memory."""
+        await asyncio.shield(asyncio.ensure_future(self._unload(slot)))
+
+    async def _unload(self, slot: Slot) -> None:
         async with slot.loading:
             if slot.engine is None:
                 return

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kennel.errors import InvalidRequestError, KennelError
 from kennel.server.auth import authenticate, check_key
-from kennel.server.generation import Generation, no_wait
+from kennel.server.generation import Generation, no_wait, require_task, status_of
 from kennel.server.http_errors import kennel_error_response
 from kennel.server.keys import ApiKey
 from kennel.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, RerankRequest
@@ -190,17 +190,21 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
     return g.stream(chunks())
 
 
-async def _simple(request: Request, model: str, endpoint: str, work: Any) -> Any:
+async def _simple(request: Request, model: str, endpoint: str, task: str, work: Any) -> Any:
     """A one-shot request (embeddings, rerank): admission, the engine call, the accounting."""
     state = _state(request)
     t0 = time.monotonic()
     status = 200
     try:
+        require_task(state, model, task, {"embed": "embeddings", "rerank": "reranking"}.get(task, endpoint))
         async with state.pool.use(model, wait=not no_wait(request)) as engine:
             return await work(engine)
     except KennelError as exc:
         status = int(getattr(exc, "status_code", 400))
         return kennel_error_response(exc)
+    except BaseException as exc:
+        status = status_of(exc)
+        raise
     finally:
         state.metrics.requests.labels(model, endpoint, str(status)).inc()
         state.metrics.duration.labels(model, endpoint).observe(time.monotonic() - t0)
@@ -231,7 +235,7 @@ async def embeddings(body: EmbeddingRequest, request: Request, key: Key) -> Any:
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
         }
 
-    return await _simple(request, body.model, "embeddings", work)
+    return await _simple(request, body.model, "embeddings", "embed", work)
 
 
 @router.post("/v1/rerank", response_model=None)
@@ -260,4 +264,4 @@ async def rerank(body: RerankRequest, request: Request, key: Key) -> Any:
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
         }
 
-    return await _simple(request, body.model, "rerank", work)
+    return await _simple(request, body.model, "rerank", "rerank", work)
