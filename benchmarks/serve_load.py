@@ -15,7 +15,8 @@ turns level by level, and --rounds repeats the whole sweep in alternating order.
 Reported per server and level: aggregate generated tokens/s (from the usage each stream
 reports), time to first token p50/p95, time per output token after the first (p50), and
 interrupted streams (HTTP errors and streams that ended without a finish_reason); then kennel's
-ratios to llama-server. Last, the prompt cache: time to first token of a first request with a
+ratios to llama-server: generated tok/s as the median of the rounds' paired ratios (each round's
+two servers ran back to back), TTFT p95 over all rounds. Last, the prompt cache: time to first token of a first request with a
 shared system prompt of --system-tokens tokens, and of a second one with the same system prompt
 and another question.
 """
@@ -112,8 +113,15 @@ async def run_level(
 
         async def user(u: int) -> None:
             for i in range(requests):
-                body = {"model": model, "messages": [{"role": "user", "content": prompt(u, i, round_)}], "max_tokens": max_tokens,
-                        "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.7, "seed": u * 100 + i}  # fmt: skip
+                body = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": prompt(u, i, round_)}],
+                    "max_tokens": max_tokens,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "temperature": 0.7,
+                    "seed": u * 100 + i,
+                }
                 first, end, n, finished = await one_request(client, url, body)
                 level.tokens += n
                 level.interrupted += not finished
@@ -141,8 +149,13 @@ async def shared_prefix(url: str, model: str, system: str) -> tuple[float, float
     out = []
     async with httpx.AsyncClient(timeout=httpx.Timeout(900.0)) as client:
         for question in ("What are the opening hours?", "Where can visitors park?"):
-            body = {"model": model, "max_tokens": 1, "stream": True, "temperature": 0.0,
-                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}  # fmt: skip
+            body = {
+                "model": model,
+                "max_tokens": 1,
+                "stream": True,
+                "temperature": 0.0,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            }
             _, end, _, finished = await one_request(client, url, body)
             out.append(end if finished else float("nan"))
     return out[0], out[1]
@@ -209,14 +222,53 @@ def main() -> None:
         env = {**os.environ, "KENNEL_HOME": str(Path(tmp) / "home")}
         cache_mib = 256  # the same RAM prompt cache for both
         cmds = {
-            "kennel": [sys.executable, "-m", "kennel.cli.main", "serve", "--model", str(path), "--ctx", str(args.ctx),
-                       "--parallel", str(args.parallel), "--threads", str(threads), "--port", "18484", "--preload",
-                       "--max-queue", "64", "--guard", "off", "--prompt-cache", str(cache_mib)],
-            "llama-server": [str(binary), "-m", str(path), "--port", "18485", "-np", str(args.parallel),
-                             "-c", str(args.ctx * args.parallel), "--kv-unified", "--kv-unified-per-slot", str(args.ctx),
-                             "-t", str(threads), "-fa", "on", "--cache-ram", str(cache_mib), "--no-webui",
-                             "--alias", "bench"],
-        }  # fmt: skip
+            "kennel": [
+                sys.executable,
+                "-m",
+                "kennel.cli.main",
+                "serve",
+                "--model",
+                str(path),
+                "--ctx",
+                str(args.ctx),
+                "--parallel",
+                str(args.parallel),
+                "--threads",
+                str(threads),
+                "--port",
+                "18484",
+                "--preload",
+                "--max-queue",
+                "64",
+                "--guard",
+                "off",
+                "--prompt-cache",
+                str(cache_mib),
+            ],
+            "llama-server": [
+                str(binary),
+                "-m",
+                str(path),
+                "--port",
+                "18485",
+                "-np",
+                str(args.parallel),
+                "-c",
+                str(args.ctx * args.parallel),
+                "--kv-unified",
+                "--kv-unified-per-slot",
+                str(args.ctx),
+                "-t",
+                str(threads),
+                "-fa",
+                "on",
+                "--cache-ram",
+                str(cache_mib),
+                "--no-webui",
+                "--alias",
+                "bench",
+            ],
+        }
         urls = {"kennel": "http://127.0.0.1:18484", "llama-server": "http://127.0.0.1:18485"}
         procs = {
             k: subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -243,9 +295,12 @@ def main() -> None:
                         )
                         lv.cpu = _cpu(procs[label]) - before
                         results.setdefault((label, clients), []).append(lv)
-                        print(f"  round {r + 1} {label:<13}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
-                              f"TTFT p95 {pct(lv.ttft, 95):5.2f} s, server CPU {lv.cpu / lv.wall:4.2f} cores, "
-                              f"interrupted {lv.interrupted}", flush=True)  # fmt: skip
+                        print(
+                            f"  round {r + 1} {label:<13}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
+                            f"TTFT p95 {pct(lv.ttft, 95):5.2f} s, server CPU {lv.cpu / lv.wall:4.2f} cores, "
+                            f"interrupted {lv.interrupted}",
+                            flush=True,
+                        )
             system = system_prompt(urls["llama-server"], args.system_tokens)
             for label in urls:
                 prefix[label] = asyncio.run(shared_prefix(urls[label], models[label], system))
@@ -256,12 +311,20 @@ def main() -> None:
     report(results, prefix, levels, args)
 
 
-def report(results: dict[tuple[str, int], list[Level]], prefix: dict[str, tuple[float, float]], levels: list[int],
-           args: argparse.Namespace) -> None:  # fmt: skip
+def report(
+    results: dict[tuple[str, int], list[Level]],
+    prefix: dict[str, tuple[float, float]],
+    levels: list[int],
+    args: argparse.Namespace,
+) -> None:
     def merged(label: str, clients: int) -> tuple[float, list[float], list[float], int]:
         runs = results[(label, clients)]
-        return (statistics.mean(lv.tok_s for lv in runs), [t for lv in runs for t in lv.ttft],
-                [t for lv in runs for t in lv.tpot], sum(lv.interrupted for lv in runs))  # fmt: skip
+        return (
+            statistics.mean(lv.tok_s for lv in runs),
+            [t for lv in runs for t in lv.ttft],
+            [t for lv in runs for t in lv.tpot],
+            sum(lv.interrupted for lv in runs),
+        )
 
     print()
     print(
@@ -270,19 +333,34 @@ def report(results: dict[tuple[str, int], list[Level]], prefix: dict[str, tuple[
     for clients in levels:
         for label in ("llama-server", "kennel"):
             tok_s, ttft, tpot, bad = merged(label, clients)
-            print(f"{label:<14}{clients:>8}{tok_s:>11.1f}{pct(ttft, 50):>9.2f}s{pct(ttft, 95):>9.2f}s"
-                  f"{pct(tpot, 50) * 1000:>8.0f}ms{bad:>13}")  # fmt: skip
+            print(
+                f"{label:<14}{clients:>8}{tok_s:>11.1f}{pct(ttft, 50):>9.2f}s{pct(ttft, 95):>9.2f}s"
+                f"{pct(tpot, 50) * 1000:>8.0f}ms{bad:>13}"
+            )
     print()
-    print(f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}")
+    # each round's two servers ran back to back: their ratio is steadier than a ratio of means
+    # when the machine's speed drifts between rounds (the median drops a disturbed round)
+    print(
+        f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}   per round: tok/s ratios"
+    )
     for clients in levels:
         k, ll = merged("kennel", clients), merged("llama-server", clients)
-        print(f"{'':<24}{clients:>8}{k[0] / ll[0]:>10.2f}x{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x")
+        paired = [
+            a.tok_s / b.tok_s
+            for a, b in zip(results[("kennel", clients)], results[("llama-server", clients)], strict=True)
+        ]
+        print(
+            f"{'':<24}{clients:>8}{statistics.median(paired):>10.2f}x{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x   "
+            + " ".join(f"{r:.2f}" for r in paired)
+        )
     print()
     print(f"shared system prompt of ~{args.system_tokens} tokens: TTFT first -> second request")
     for label, (a, b) in prefix.items():
         print(f"  {label:<14}{a:6.2f} s -> {b:5.2f} s  ({b / a:.2f}x)")
-    print(f"({args.rounds} round(s); {args.requests} streaming requests per client, up to {args.max_tokens} tokens each; "
-          "TPOT: time per output token after the first)")  # fmt: skip
+    print(
+        f"({args.rounds} round(s); {args.requests} streaming requests per client, up to {args.max_tokens} tokens each; "
+        "TPOT: time per output token after the first)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ schemas, embeddings and reranking.
 
 Its Python entry points block the calling thread until an answer ends and hand each streamed
 chunk to a callback on that thread. So each request runs on one of the engine's threads, and the
-callback parses the chunk into a ``Delta`` and passes it to the event loop; returning True from
+callback passes the chunk to the event loop, which turns it into a ``Delta``; returning True from
 the callback (after ``abort`` or when the consumer left) stops the request, which frees its slot
 at the next decode step. Requests always stream inside, with a chunk per prompt batch as well,
 so even a long prompt can be abandoned between batches.
@@ -44,7 +44,8 @@ from kennel.engines.llamacpp_params import VERBOSITY_BUFFERS, VERBOSITY_QUIET, c
 from kennel.engines.openai_wire import ChunkReader, engine_error, request_body
 from kennel.errors import EngineError, InvalidRequestError, ModelLoadError
 
-Item = Delta | BaseException | None
+Item = bytes | BaseException | None  # a chunk as llama.cpp sent it, an error, or the end
+_ENDED = b""  # the answer ended without being stopped
 UNLOAD_WAIT = 60.0  # seconds an unload waits for requests to notice they were stopped
 log = logging.getLogger("kennel.engine")
 _PROCESSING = re.compile(r"^llamacpp:requests_processing\s+(\S+)", re.M)  # llama.cpp's busy slots
@@ -182,21 +183,19 @@ class LlamaCppEngine:
         queue: asyncio.Queue[Item] = asyncio.Queue()
         stop = threading.Event()
         self._stops[request_id] = stop
-        job = self._threads.submit(
-            _run,
-            handle,
-            payload,
-            ChunkReader(top_logprobs=request.sampling.top_logprobs),
-            stop,
-            self._inbox.putter(queue),
-        )
+        job = self._threads.submit(_run, handle, payload, stop, self._inbox.putter(queue))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
+        reader = ChunkReader(top_logprobs=request.sampling.top_logprobs)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                # parsed here, on the event loop, not while the engine thread holds the GIL
+                if item is _ENDED:
+                    yield reader.finish()
+                elif (delta := reader.feed(json.loads(item))) is not None:
+                    yield delta
         finally:
             stop.set()  # the client left, the caller closed us, or the answer ended: free the slot
             self._stops.pop(request_id, None)
@@ -271,29 +270,23 @@ class _Inbox:
 def _run(
     handle: Callable[[bytes, Callable[[bytes], bool]], None],
     payload: bytes,
-    reader: ChunkReader,
     stop: threading.Event,
     put: Callable[[Item], None],
 ) -> None:
-    """On an engine thread: one request, from the body to the last chunk."""
+    """On an engine thread: one request, from the body to the last chunk. Each chunk is handed
+    on as it came: the less this thread does while it holds the GIL, the less the engine threads
+    of the other requests wait for it."""
 
     def on_chunk(data: bytes) -> bool:
         if stop.is_set():
             return True  # llama.cpp cancels the request and frees its slot
-        try:
-            delta = reader.feed(json.loads(data))
-        except BaseException as exc:  # an error chunk, or bytes that are not JSON
-            stop.set()
-            put(exc)
-            return True
-        if delta is not None:
-            put(delta)
+        put(data)
         return False
 
     try:
         handle(payload, on_chunk)
         if not stop.is_set():
-            put(reader.finish())
+            put(_ENDED)
     except ValueError as exc:  # llama.cpp's std::invalid_argument: the request is at fault
         put(InvalidRequestError(f"llama.cpp refused the request: {exc}"))
     except BaseException as exc:  # handed to the consumer, which raises it on the event loop
