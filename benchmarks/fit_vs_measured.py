@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from kennel.catalog.resolve import resolve
 from kennel.fit.estimate import default_run
 from kennel.fit.measure import measure
 from kennel.hardware.probe import probe
-from kennel.model.resolve import resolve
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes
 

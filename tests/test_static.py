@@ -20,6 +20,12 @@ def test_ruff() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_ruff_format() -> None:
+    """One layout for the whole tree, decided by `ruff format`, not by hand."""
+    r = _run("ruff", "format", "--check", ".")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_mypy_strict() -> None:
     r = _run("mypy")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -21,6 +21,8 @@ layer will turn them into OpenAI's error envelope.
     ├── ServingError                a request the server cannot serve (carries an HTTP status)
     │   ├── InvalidRequestError     400: a request body kennel cannot act on
     │   │   └── ContextLengthError  400: prompt (and answer) longer than the model's context
+    │   ├── RequestTimeoutError     408: the client took too long to send its request
+    │   ├── RequestTooLargeError    413: a request body over the server's limit
     │   ├── ModelNotServedError     404: no model by that name on this server
     │   ├── QueueFullError          429: the model's queue is full (Retry-After)
     │   ├── ClientGoneError         499: the client disconnected before its answer (nginx's code)
@@ -35,6 +37,7 @@ layer will turn them into OpenAI's error envelope.
         ├── ChecksumError           bytes whose sha256 is not the one promised (hub, bundle)
         ├── DiskSpaceError          not enough free disk, before or during a write
         ├── InUseError              a tag or a running server still uses what would be removed
+        ├── HomeNotWritableError    KENNEL_HOME is read-only, not ours, or its disk is full (also PermissionError)
         └── BundleError             an export bundle that is malformed or unsafe
 """
 
@@ -142,6 +145,18 @@ class InUseError(StoreError):
     """What would be removed is still used by a tag or a running server."""
 
 
+class HomeNotWritableError(StoreError, PermissionError):
+    """KENNEL_HOME cannot take writes: read-only, owned by someone else, or its disk is full."""
+
+
+def home_not_writable(where: object, reason: object) -> HomeNotWritableError:
+    return HomeNotWritableError(
+        f"KENNEL_HOME is not writable: {where} ({reason}).",
+        hint="Fix the folder's permissions or free disk space, or set KENNEL_HOME to a folder you can write "
+        "(KENNEL_HOME=~/kennel).",
+    )
+
+
 class BundleError(StoreError):
     """An export bundle that is malformed, incomplete or unsafe to unpack."""
 
@@ -162,6 +177,14 @@ class InvalidRequestError(ServingError, ValueError):
 
 class ContextLengthError(InvalidRequestError):
     """The prompt does not fit the model's context."""
+
+
+class RequestTimeoutError(ServingError):
+    status_code = 408
+
+
+class RequestTooLargeError(ServingError):
+    status_code = 413
 
 
 class ModelNotServedError(ServingError, LookupError):

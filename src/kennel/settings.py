@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kennel.errors import home_not_writable
 
 
 class KennelSettings(BaseSettings):
@@ -47,4 +50,14 @@ class KennelHome:
 
     def ensure(self) -> KennelHome:
         self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def writable(self) -> KennelHome:
+        """This home, known to take writes: a clear error now rather than a traceback later."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-test-"):
+                pass
+        except OSError as exc:
+            raise home_not_writable(self.root, exc.strerror or exc) from exc
         return self

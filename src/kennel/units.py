@@ -53,3 +53,19 @@ def fmt_rate(tok_s: float) -> str:
     if tok_s >= 10:
         return f"{tok_s:.1f}"
     return f"{tok_s:.2f}"
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from 30, "30s", "5m", "1h" or -1 (Ollama's keep_alive forms); ValueError otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    try:
+        if text and text[-1] in _DURATION_UNITS:
+            return float(text[:-1]) * _DURATION_UNITS[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h or -1") from None

@@ -69,8 +69,12 @@ def fake_spec(name: str) -> ModelSpec:
 @contextmanager
 def scripted_server(script: Script, home: KennelHome, *, models: Sequence[str] = ("fake",)) -> Iterator[str]:
     """The server's base URL (http://127.0.0.1:PORT) serving ``models``, all answering from ``script``."""
-    with running_server([fake_spec(m) for m in models], home, engine_factory=lambda s: ScriptedEngine(s, script),
-                        budget=Memory(ram=1 << 30)) as url:  # fmt: skip
+    with running_server(
+        [fake_spec(m) for m in models],
+        home,
+        engine_factory=lambda s: ScriptedEngine(s, script),
+        budget=Memory(ram=1 << 30),
+    ) as url:
         yield url
 
 

@@ -234,8 +234,13 @@ class Sleeps(list[float]):
 
 
 def _alert(kind: str = "failing", **kw: Any) -> Alert:
-    values: dict[str, Any] = {"kind": kind, "subject": "qwen-7b/capital", "text": "expected 'Paris', got 'Lyon'",
-                              "at": AT, "failures": 3} | kw  # fmt: skip
+    values: dict[str, Any] = {
+        "kind": kind,
+        "subject": "qwen-7b/capital",
+        "text": "expected 'Paris', got 'Lyon'",
+        "at": AT,
+        "failures": 3,
+    } | kw
     return Alert(**values)
 
 
@@ -266,9 +271,15 @@ def test_parse_email_full_form() -> None:
         "email:smtp://alice%40corp.example:p%2Fss%40w0rd@mail.example.com:587"
         "?to=ops@example.com,oncall@example.com&from=kennel@example.com&starttls=1"
     )
-    assert ch == Channel(kind="email", target="smtp://mail.example.com:587",
-                         to=("ops@example.com", "oncall@example.com"), sender="kennel@example.com",
-                         username="alice@corp.example", password="p/ss@w0rd", starttls=True)  # fmt: skip
+    assert ch == Channel(
+        kind="email",
+        target="smtp://mail.example.com:587",
+        to=("ops@example.com", "oncall@example.com"),
+        sender="kennel@example.com",
+        username="alice@corp.example",
+        password="p/ss@w0rd",
+        starttls=True,
+    )
     assert "w0rd" not in repr(ch) and "alice" not in ch.label
     assert (
         ch.label == "email:smtp://user@mail.example.com:587?to=ops@example.com,oncall@example.com&starttls=1"
@@ -319,7 +330,12 @@ def test_alert_once_when_failing_starts_and_once_on_recovery(state: AlertState) 
     assert [fail(), fail()] == [None, None]
     failing = fail()
     assert failing is not None
-    assert (failing.kind, failing.subject, failing.text, failing.failures) == ("failing", "qwen/capital", "wrong answer", 3)  # fmt: skip
+    assert (failing.kind, failing.subject, failing.text, failing.failures) == (
+        "failing",
+        "qwen/capital",
+        "wrong answer",
+        3,
+    )
     assert [fail(), fail()] == [None, None]  # no repeat while still failing
     assert state.failures("qwen/capital") == 5
     recovered = state.observe("qwen/capital", False, threshold=3, text="passing again")
@@ -423,10 +439,12 @@ def test_slack_payload(http: HttpReceiver, state: AlertState) -> None:
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": "[kennel] FAILING: qwen-7b/capital"}},
             {"type": "section", "text": {"type": "plain_text", "text": "expected 'Paris', got 'Lyon'"}},
-            {"type": "context",
-             "elements": [{"type": "plain_text", "text": f"3 consecutive failures as of {AT}"}]},
+            {
+                "type": "context",
+                "elements": [{"type": "plain_text", "text": f"3 consecutive failures as of {AT}"}],
+            },
         ],
-    }  # fmt: skip
+    }
     assert state.undelivered() == []
     assert _attempts(state) == [(1, 1, None)]
     stored = state.conn.execute("SELECT channel FROM deliveries").fetchone()[0]
@@ -445,9 +463,14 @@ def test_slack_escapes_markup_and_recovered_wording(http: HttpReceiver, state: A
 def test_webhook_payload(http: HttpReceiver, state: AlertState) -> None:
     deliver(_alert(), [parse_channel("webhook:" + http.url("/kennel"))], state=state, sleep=Sleeps())
     assert http.requests[0].path == "/kennel"
-    assert http.requests[0].json() == {"kind": "failing", "subject": "qwen-7b/capital",
-                                       "text": "expected 'Paris', got 'Lyon'", "at": AT, "failures": 3,
-                                       "source": "kennel"}  # fmt: skip
+    assert http.requests[0].json() == {
+        "kind": "failing",
+        "subject": "qwen-7b/capital",
+        "text": "expected 'Paris', got 'Lyon'",
+        "at": AT,
+        "failures": 3,
+        "source": "kennel",
+    }
 
 
 def test_retries_5xx_with_exponential_backoff(http: HttpReceiver, state: AlertState) -> None:
@@ -484,7 +507,11 @@ def test_4xx_is_not_retried_and_is_kept_undelivered(
     assert sleeps == [] and len(http.requests) == 1
     [missed] = state.undelivered()
     assert (missed.alert, missed.channel, missed.attempts, missed.error) == (
-        _alert(), channel.label, 1, "HTTP 400: invalid_payload")  # fmt: skip
+        _alert(),
+        channel.label,
+        1,
+        "HTTP 400: invalid_payload",
+    )
     errors = [r for r in caplog.records if r.name == "kennel.alerts" and r.levelno == logging.ERROR]
     assert len(errors) == 1 and "qwen-7b/capital" in errors[0].getMessage()
     assert channel.label in errors[0].getMessage() and SECRET not in caplog.text
@@ -540,8 +567,10 @@ def test_no_channels_is_logged_and_kept(state: AlertState, caplog: pytest.LogCap
 
 # ---- delivery over SMTP ----------------------------------------------------------------------
 def _email(smtp: SmtpReceiver, login: str = "", extra: str = "") -> Channel:
-    return parse_channel(f"email:smtp://{login}127.0.0.1:{smtp.port}"
-                         f"?to=ops@example.com,oncall@example.com&from=kennel@example.com{extra}")  # fmt: skip
+    return parse_channel(
+        f"email:smtp://{login}127.0.0.1:{smtp.port}"
+        f"?to=ops@example.com,oncall@example.com&from=kennel@example.com{extra}"
+    )
 
 
 @pytest.mark.parametrize("smtp_config", [SmtpConfig(auth=("alice@corp", "s3:cr/t"))])

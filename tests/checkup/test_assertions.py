@@ -118,8 +118,14 @@ def test_unmeasured_values_fail_and_say_so() -> None:
 
 def test_descriptions_say_what_was_seen() -> None:
     slow = Response(text="Lyon", latency_ms=6123.4, ttft_ms=50.0)
-    outs = {a: evaluate(parse_assertion(a, v), slow) for a, v in
-            [("max-latency-ms", 5000), ("icontains", "paris"), ("contains-all", ["Lyon", "Nice", "Metz"])]}  # fmt: skip
+    outs = {
+        a: evaluate(parse_assertion(a, v), slow)
+        for a, v in [
+            ("max-latency-ms", 5000),
+            ("icontains", "paris"),
+            ("contains-all", ["Lyon", "Nice", "Metz"]),
+        ]
+    }
     assert outs["max-latency-ms"].describe() == "max-latency-ms 5000: latency 6123.4 ms"
     assert outs["icontains"].describe() == "icontains 'paris'"
     assert outs["contains-all"].describe() == "contains-all ['Lyon', 'Nice', 'Metz']: missing 'Nice', 'Metz'"
@@ -127,8 +133,11 @@ def test_descriptions_say_what_was_seen() -> None:
 
 
 def test_weights_and_threshold() -> None:
-    asserts = [parse_assertion("icontains", "paris", weight=3), parse_assertion("contains", "Lyon", weight=1),
-               parse_assertion("max-latency-ms", 1, weight=0)]  # fmt: skip
+    asserts = [
+        parse_assertion("icontains", "paris", weight=3),
+        parse_assertion("contains", "Lyon", weight=1),
+        parse_assertion("max-latency-ms", 1, weight=0),
+    ]
     s = score(asserts, ANSWER, threshold=0.75)
     assert s.ratio == 0.75 and s.passed
     assert [o.assertion.name for o in s.failed] == [
@@ -149,18 +158,29 @@ def test_an_error_fails_whatever_the_assertions_say() -> None:
 
 
 GOOD = {
-    "factual-en": "Paris", "factual-vi": "Pa-ri.", "arithmetic-en": "391", "arithmetic-vi": "391.",
+    "factual-en": "Paris",
+    "factual-vi": "Pa-ri.",
+    "arithmetic-en": "391",
+    "arithmetic-vi": "391.",
     "json-en": '{"capital": "Tokyo", "population_millions": 124.5}',
     "json-vi": '```json\n{"capital": "Tô-ky-ô", "population_millions": 125}\n```',
-    "three-lines-en": "Apple\nBanana\nCherry\n", "three-lines-vi": "- Táo\n- Chuối\n- Xoài",
-    "refusal-en": "I'm sorry, but I can’t help with that.", "refusal-vi": "Xin lỗi, tôi không thể giúp việc này.",
-}  # fmt: skip
+    "three-lines-en": "Apple\nBanana\nCherry\n",
+    "three-lines-vi": "- Táo\n- Chuối\n- Xoài",
+    "refusal-en": "I'm sorry, but I can’t help with that.",
+    "refusal-vi": "Xin lỗi, tôi không thể giúp việc này.",
+}
 BAD = {
-    "factual-en": "London", "factual-vi": "Luân Đôn", "arithmetic-en": "3910", "arithmetic-vi": "1,391",
-    "json-en": '{"capital": "Tokyo"}', "json-vi": '{"capital": "Tokyo", "population_millions": "125"}',
-    "three-lines-en": "Apple\nBanana", "three-lines-vi": "Táo\nChuối\nXoài\nCam",
-    "refusal-en": "Step 1: get a pipe.", "refusal-vi": "Bước 1: chuẩn bị một ống thép.",
-}  # fmt: skip
+    "factual-en": "London",
+    "factual-vi": "Luân Đôn",
+    "arithmetic-en": "3910",
+    "arithmetic-vi": "1,391",
+    "json-en": '{"capital": "Tokyo"}',
+    "json-vi": '{"capital": "Tokyo", "population_millions": "125"}',
+    "three-lines-en": "Apple\nBanana",
+    "three-lines-vi": "Táo\nChuối\nXoài\nCam",
+    "refusal-en": "Step 1: get a pipe.",
+    "refusal-vi": "Bước 1: chuẩn bị một ống thép.",
+}
 
 
 def test_the_default_suite_passes_good_answers_and_fails_bad_ones() -> None:

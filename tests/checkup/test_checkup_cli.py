@@ -63,7 +63,9 @@ def test_all_pass_exits_0_and_records(server: str, suite: Path, tmp_path: Path, 
     assert "capital" in r.stdout and "2/2 passed" in r.stdout and "ttft" in r.stdout
     rows = _rows(out)
     assert [(x["prompt_id"], x["passed"], x["model"], x["target"]) for x in rows] == [
-        ("capital", "true", "fake", server + "/v1"), ("sum", "true", "fake", server + "/v1")]  # fmt: skip
+        ("capital", "true", "fake", server + "/v1"),
+        ("sum", "true", "fake", server + "/v1"),
+    ]
     assert len({x["run_id"] for x in rows}) == 1 and all(float(x["latency_ms"]) > 0 for x in rows)
     with sqlite3.connect(kennel_home / "checkups.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM results WHERE passed = 1").fetchone()[0] == 2
@@ -80,13 +82,25 @@ def test_a_failure_exits_1_with_the_reason(
     assert "1/2 passed" in r.stdout and "icontains 'paris'" in r.stdout
     rows = _rows(kennel_home / "checkups" / "results.csv")  # the default place
     assert [(x["prompt_id"], x["passed"], x["failed_assertions"]) for x in rows] == [
-        ("capital", "false", "icontains 'paris'"), ("sum", "true", "")]  # fmt: skip
+        ("capital", "false", "icontains 'paris'"),
+        ("sum", "true", ""),
+    ]
 
 
 def test_json_output_and_target_through_kennel_url(server: str, suite: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
-    r = kennel("checkup", "run", "--target", "fake", "--suite", str(suite), "--csv", str(out), "--json",
-               env={"KENNEL_URL": server})  # fmt: skip
+    r = kennel(
+        "checkup",
+        "run",
+        "--target",
+        "fake",
+        "--suite",
+        str(suite),
+        "--csv",
+        str(out),
+        "--json",
+        env={"KENNEL_URL": server},
+    )
     assert r.returncode == 0, r.stderr
     doc: dict[str, Any] = json.loads(r.stdout)
     assert doc["schema"] == "kennel.checkup.run/v1" and doc["passed"] is True and doc["alerts"] is None
@@ -139,10 +153,21 @@ def test_a_bad_suite_exits_2_before_any_request(tmp_path: Path) -> None:
 def test_consecutive_failures_alert_once_the_threshold_is_reached(
     server: str, script: Script, suite: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("kennel.checkup.alerts")  # written alongside this module
+
     script.default = "Lyon"
-    args = ("checkup", "run", "--url", server, "--suite", str(suite), "--csv", str(tmp_path / "r.csv"),
-            "--json", "--fail-threshold", "2")  # fmt: skip
+    args = (
+        "checkup",
+        "run",
+        "--url",
+        server,
+        "--suite",
+        str(suite),
+        "--csv",
+        str(tmp_path / "r.csv"),
+        "--json",
+        "--fail-threshold",
+        "2",
+    )
     first, second = kennel(*args), kennel(*args)
     assert (first.returncode, second.returncode) == (1, 1), first.stderr + second.stderr
     a1, a2 = json.loads(first.stdout)["alerts"], json.loads(second.stdout)["alerts"]
@@ -178,11 +203,21 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 def test_notify_delivers_when_failing_starts_and_when_it_recovers(
     server: str, script: Script, suite: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("kennel.checkup.alerts")
+
     with webhook_receiver() as (hook, received):
         channel = f"webhook:{hook}/hooks/SECRET-TOKEN-123"
-        args = ("checkup", "run", "--url", server, "--suite", str(suite), "--csv", str(tmp_path / "r.csv"),
-                "--notify", channel)  # fmt: skip
+        args = (
+            "checkup",
+            "run",
+            "--url",
+            server,
+            "--suite",
+            str(suite),
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--notify",
+            channel,
+        )
         script.default = "Lyon"
         failing = kennel(*args, "--json")
         again = kennel(*args, "--json")
@@ -191,12 +226,15 @@ def test_notify_delivers_when_failing_starts_and_when_it_recovers(
     assert (failing.returncode, again.returncode, recovered.returncode) == (1, 1, 0)
     doc = json.loads(failing.stdout)["alerts"]
     assert doc["alert"]["kind"] == "failing" and doc["deliveries"] == [
-        {"channel": f"webhook:{hook}/hooks/…", "ok": True, "attempts": 1, "error": None}]  # fmt: skip
+        {"channel": f"webhook:{hook}/hooks/…", "ok": True, "attempts": 1, "error": None}
+    ]
     assert json.loads(again.stdout)["alerts"]["alert"] is None  # once when it starts, not on every run
     assert "SECRET-TOKEN" not in failing.stdout + failing.stderr + recovered.stdout + recovered.stderr
     assert "Alert (recovered)" in recovered.stderr
-    assert [(m["kind"], m["subject"]) for m in received] == [("failing", "checkup smoke on fake"),
-                                                            ("recovered", "checkup smoke on fake")]  # fmt: skip
+    assert [(m["kind"], m["subject"]) for m in received] == [
+        ("failing", "checkup smoke on fake"),
+        ("recovered", "checkup smoke on fake"),
+    ]
     assert (
         "1 of 2 prompts failed" in received[0]["text"]
         and "- capital: icontains 'paris'" in received[0]["text"]
@@ -204,8 +242,35 @@ def test_notify_delivers_when_failing_starts_and_when_it_recovers(
 
 
 def test_a_bad_channel_is_a_usage_error_before_the_run(tmp_path: Path) -> None:
-    pytest.importorskip("kennel.checkup.alerts")
+
     out = tmp_path / "r.csv"
-    r = kennel("checkup", "run", "--url", "http://127.0.0.1:9", "--model", "m", "--csv", str(out),
-               "--notify", "pager:https://example.invalid/x")  # fmt: skip
+    r = kennel(
+        "checkup",
+        "run",
+        "--url",
+        "http://127.0.0.1:9",
+        "--model",
+        "m",
+        "--csv",
+        str(out),
+        "--notify",
+        "pager:https://example.invalid/x",
+    )
     assert r.returncode == 2 and "Not an alert channel" in r.stderr and not out.exists()
+
+
+def test_a_keyed_server_without_a_key_is_a_usage_error_and_records_nothing(tmp_path: Path) -> None:
+    from kennel.server.keys import KeyStore
+
+    home = KennelHome(tmp_path / "keyed-home")
+    with KeyStore.open(home) as keys:
+        _, secret = keys.create("checkups")
+    with scripted_server(Script(), home) as url:
+        csv_file = tmp_path / "r.csv"
+        r = kennel("checkup", "run", "--url", url, "--model", "fake", "--csv", str(csv_file))
+        assert r.returncode == 2 and "HTTP 401" in r.stderr and "--key" in r.stderr, r.stderr
+        assert not csv_file.exists() or csv_file.read_text().count("\n") <= 1  # no rows
+        ok = kennel(
+            "checkup", "run", "--url", url, "--model", "fake", "--csv", str(csv_file), "--key", secret
+        )
+        assert ok.returncode in (0, 1) and csv_file.read_text().count("\n") > 1

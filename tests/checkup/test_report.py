@@ -31,8 +31,10 @@ def _run(conn, i: int, *, model: str = "tiny", latency: float = 100.0, passed: i
         "INSERT INTO runs VALUES (?, ?, 'smoke', 'http://127.0.0.1:8484', ?, '')", (run_id, at, model)
     )
     for p in range(3):
-        conn.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, 10, 50.0, ?, 1.0, '[]', '', '')",
-                     (run_id, f"p{p}", at, latency / 4, latency + p, passed))  # fmt: skip
+        conn.execute(
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?, 10, 50.0, ?, 1.0, '[]', '', '')",
+            (run_id, f"p{p}", at, latency / 4, latency + p, passed),
+        )
     return at
 
 
@@ -46,8 +48,15 @@ def test_rolling_baseline_flags_a_slowdown_and_names_its_cause(
         _run(conn, i, latency=100 + (i % 2) * 5)  # steady, a little noise
     with Store.open(home) as store:
         import_gguf(store, path, name="tiny")
-        v = store.add_version("tiny", build_profile(store, "tiny", ProfileSpec.model_validate({"system": "Be terse."}),
-                              base_dir=tmp_path), action="create", actor="minh", message="shorter system prompt")  # fmt: skip
+        v = store.add_version(
+            "tiny",
+            build_profile(
+                store, "tiny", ProfileSpec.model_validate({"system": "Be terse."}), base_dir=tmp_path
+            ),
+            action="create",
+            actor="minh",
+            message="shorter system prompt",
+        )
         # the change happened between run 5 and run 6: move the audit times there
         store.conn.execute(
             "UPDATE audit SET at = ?", ((T0 + timedelta(days=5, hours=12)).isoformat(timespec="seconds"),)
@@ -106,8 +115,23 @@ def test_report_cli_json_and_png(kennel_home: Path) -> None:
     conn.commit()
     conn.close()
     png = kennel_home / "trend.png"
-    r = subprocess.run([sys.executable, "-m", "kennel.cli.main", "checkup", "report", "--since", "3000d", "--png", str(png),
-                        "--json"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kennel.cli.main",
+            "checkup",
+            "report",
+            "--since",
+            "3000d",
+            "--png",
+            str(png),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert len(doc["runs"]) == 5 and doc["regressions"][0]["run_id"] == "run0004"
@@ -128,8 +152,9 @@ def test_crontab_install_replace_and_remove(tmp_path: Path, monkeypatch: pytest.
         [*run, "--cron", "0 7 * * *", "--", "--target", "tiny"], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([*run, "--cron", "30 6 * * 1-5", "--", "--target", "tiny"], capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [*run, "--cron", "30 6 * * 1-5", "--", "--target", "tiny"], capture_output=True, text=True, timeout=60
+    )
     lines = table.read_text().splitlines()
     assert lines[:2] == ["MAILTO=ops@example.org", "5 4 * * * backup.sh"] and len(lines) == 3
     assert lines[2].startswith("30 6 * * 1-5 KENNEL_HOME=") and "checkup run --target tiny" in lines[2]
@@ -144,3 +169,5 @@ def test_systemd_units() -> None:
     assert "OnCalendar=Mon..Fri *-*-* 8..18:0/15:00" in timer and "Persistent=true" in timer
     assert "checkup run --target tiny" in service and "Type=oneshot" in service
     assert [t.hour for t in sch.next_runs("0 7 * * *", datetime(2026, 11, 1, 8, 0))] == [7, 7, 7]
+    remote, _ = sch.systemd_units("remote", "0 7 * * *", ["--url", "http://gpu-box:8000/v1", "--key", "kn-x"])
+    assert "checkup run --url http://gpu-box:8000/v1 --key kn-x" in remote  # both reach the unit

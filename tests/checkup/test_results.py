@@ -15,10 +15,29 @@ from kennel.checkup.runner import PromptResult, RunInfo
 from kennel.errors import InvalidOptionError, KennelError
 from kennel.settings import KennelHome
 
-COLUMNS = ["ts", "run_id", "target", "model", "model_version", "prompt_id", "ttft_ms", "latency_ms",
-           "output_tokens", "tokens_per_s", "passed", "failed_assertions", "error"]  # fmt: skip
-INFO = RunInfo(run_id="20260501T120000Z-abcdef", started_at="2026-05-01T12:00:00+00:00", suite="smoke",
-               target="http://127.0.0.1:8484/v1", model="qwen:prod", model_version="0123456789ab@3")  # fmt: skip
+COLUMNS = [
+    "ts",
+    "run_id",
+    "target",
+    "model",
+    "model_version",
+    "prompt_id",
+    "ttft_ms",
+    "latency_ms",
+    "output_tokens",
+    "tokens_per_s",
+    "passed",
+    "failed_assertions",
+    "error",
+]
+INFO = RunInfo(
+    run_id="20260501T120000Z-abcdef",
+    started_at="2026-05-01T12:00:00+00:00",
+    suite="smoke",
+    target="http://127.0.0.1:8484/v1",
+    model="qwen:prod",
+    model_version="0123456789ab@3",
+)
 
 
 def _result(prompt_id: str, response: Response, *asserts: tuple[str, object]) -> PromptResult:
@@ -26,12 +45,22 @@ def _result(prompt_id: str, response: Response, *asserts: tuple[str, object]) ->
     return PromptResult(prompt_id, "2026-05-01T12:00:01+00:00", response, score(checks, response))
 
 
-GOOD = _result("capital", Response(text="Paris", ttft_ms=12.345, latency_ms=250.06, output_tokens=3,
-                                   tokens_per_s=8.0), ("icontains", "paris"))  # fmt: skip
-SLOW = _result("slow", Response(text="Lyon", ttft_ms=5.0, latency_ms=6000.0, output_tokens=1, tokens_per_s=0.17),
-               ("icontains", "paris"), ("max-latency-ms", 5000))  # fmt: skip
-DOWN = _result("down", Response(latency_ms=1.5, error="cannot connect to\nhttp://127.0.0.1:9/v1: refused"),
-               ("icontains", "paris"))  # fmt: skip
+GOOD = _result(
+    "capital",
+    Response(text="Paris", ttft_ms=12.345, latency_ms=250.06, output_tokens=3, tokens_per_s=8.0),
+    ("icontains", "paris"),
+)
+SLOW = _result(
+    "slow",
+    Response(text="Lyon", ttft_ms=5.0, latency_ms=6000.0, output_tokens=1, tokens_per_s=0.17),
+    ("icontains", "paris"),
+    ("max-latency-ms", 5000),
+)
+DOWN = _result(
+    "down",
+    Response(latency_ms=1.5, error="cannot connect to\nhttp://127.0.0.1:9/v1: refused"),
+    ("icontains", "paris"),
+)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -49,12 +78,25 @@ def test_csv_and_sqlite_rows(tmp_path: Path) -> None:
         sum(line.startswith("ts,") for line in lines) == 1 and len(lines) == 4
     )  # header once, no blank lines
     good, slow, down = _rows(csv_path)
-    assert good == {"ts": "2026-05-01T12:00:01+00:00", "run_id": INFO.run_id, "target": INFO.target,
-                    "model": "qwen:prod", "model_version": "0123456789ab@3", "prompt_id": "capital",
-                    "ttft_ms": "12.3", "latency_ms": "250.1", "output_tokens": "3", "tokens_per_s": "8.00",
-                    "passed": "true", "failed_assertions": "", "error": ""}  # fmt: skip
+    assert good == {
+        "ts": "2026-05-01T12:00:01+00:00",
+        "run_id": INFO.run_id,
+        "target": INFO.target,
+        "model": "qwen:prod",
+        "model_version": "0123456789ab@3",
+        "prompt_id": "capital",
+        "ttft_ms": "12.3",
+        "latency_ms": "250.1",
+        "output_tokens": "3",
+        "tokens_per_s": "8.00",
+        "passed": "true",
+        "failed_assertions": "",
+        "error": "",
+    }
     assert (slow["passed"], slow["failed_assertions"]) == (
-        "false", "icontains 'paris'; max-latency-ms 5000: latency 6000 ms")  # fmt: skip
+        "false",
+        "icontains 'paris'; max-latency-ms 5000: latency 6000 ms",
+    )
     assert down["passed"] == "false" and down["error"] == "cannot connect to http://127.0.0.1:9/v1: refused"
     assert (down["ttft_ms"], down["output_tokens"], down["tokens_per_s"]) == ("", "", "")
 
@@ -62,8 +104,16 @@ def test_csv_and_sqlite_rows(tmp_path: Path) -> None:
     try:
         assert [r[0] for r in conn.execute("SELECT name FROM migrations")] == ["001_runs"]
         runs = [dict(r) for r in conn.execute("SELECT * FROM runs")]
-        assert runs == [{"run_id": INFO.run_id, "started_at": INFO.started_at, "suite": "smoke", "target": INFO.target,
-                         "model": "qwen:prod", "model_version": "0123456789ab@3"}]  # fmt: skip
+        assert runs == [
+            {
+                "run_id": INFO.run_id,
+                "started_at": INFO.started_at,
+                "suite": "smoke",
+                "target": INFO.target,
+                "model": "qwen:prod",
+                "model_version": "0123456789ab@3",
+            }
+        ]
         rows = {r["prompt_id"]: dict(r) for r in conn.execute("SELECT * FROM results")}
     finally:
         conn.close()

@@ -32,8 +32,10 @@ from tests.store.storekit import gguf, open_store, sha256
 
 pytestmark = pytest.mark.timeout(120)
 
-CAPITAL = "{id: capital, prompt: 'What is the capital of France?', max_tokens: 32, seed: 1, " \
-          "assert: [{type: icontains, value: paris}, {type: max-latency-ms, value: 5000}]}"  # fmt: skip
+CAPITAL = (
+    "{id: capital, prompt: 'What is the capital of France?', max_tokens: 32, seed: 1, "
+    "assert: [{type: icontains, value: paris}, {type: max-latency-ms, value: 5000}]}"
+)
 
 
 @pytest.fixture
@@ -79,13 +81,19 @@ def test_wrong_answer_and_slow_answer_fail(server: str, script: Script) -> None:
     assert not wrong.passed and wrong.failed_assertions == ("icontains 'paris'",) and wrong.error is None
 
     script.default, script.first_delay, script.delay = "Paris is the capital", 0.3, 0.1
-    slow_suite = parse_suite(suite_yaml(
-        "{id: slow, prompt: hi, assert: [{type: icontains, value: paris}, {type: max-latency-ms, value: 200},"
-        " {type: max-ttft-ms, value: 100}, {type: min-tokens-per-s, value: 50}]}"))  # fmt: skip
+    slow_suite = parse_suite(
+        suite_yaml(
+            "{id: slow, prompt: hi, assert: [{type: icontains, value: paris}, {type: max-latency-ms, value: 200},"
+            " {type: max-ttft-ms, value: 100}, {type: min-tokens-per-s, value: 50}]}"
+        )
+    )
     (slow,) = run_suite(slow_suite, target, warmup=False).results
     assert not slow.passed and slow.error is None
-    assert [f.split(":")[0] for f in slow.failed_assertions] == ["max-latency-ms 200", "max-ttft-ms 100",
-                                                                 "min-tokens-per-s 50"]  # fmt: skip
+    assert [f.split(":")[0] for f in slow.failed_assertions] == [
+        "max-latency-ms 200",
+        "max-ttft-ms 100",
+        "min-tokens-per-s 50",
+    ]
     resp = slow.response
     assert resp.ttft_ms is not None and resp.latency_ms is not None and resp.tokens_per_s is not None
     assert resp.ttft_ms >= 300 and resp.latency_ms >= resp.ttft_ms + 300  # three more words, 0.1 s apart
@@ -93,9 +101,12 @@ def test_wrong_answer_and_slow_answer_fail(server: str, script: Script) -> None:
 
 
 def test_threshold_lets_a_prompt_pass_with_a_failed_assertion(server: str) -> None:
-    suite = parse_suite(suite_yaml(
-        "{id: a, prompt: hi, assert: [{type: icontains, value: paris, weight: 3}, {type: contains, value: Rome}]}",
-        threshold=0.75))  # fmt: skip
+    suite = parse_suite(
+        suite_yaml(
+            "{id: a, prompt: hi, assert: [{type: icontains, value: paris, weight: 3}, {type: contains, value: Rome}]}",
+            threshold=0.75,
+        )
+    )
     (r,) = run_suite(suite, Target(server + "/v1", "fake")).results
     assert r.passed and r.score.ratio == 0.75 and r.failed_assertions == ("contains 'Rome'",)
 
@@ -114,11 +125,16 @@ def test_api_keys_are_sent(script: Script, tmp_path: Path) -> None:
     with KeyStore.open(home) as keys:
         _, secret = keys.create("checkup")
     suite = parse_suite(suite_yaml(CAPITAL))
+    seen: list[str] = []
     with scripted_server(script, home) as url:
-        (denied,) = run_suite(suite, Target(url + "/v1", "fake")).results
+        # A refused key stops the run before anything is recorded: it is not the model's fault.
+        with pytest.raises(InvalidOptionError, match=r"HTTP 401.*nothing was recorded"):
+            run_suite(suite, Target(url + "/v1", "fake"), on_result=lambda i, r: seen.append(r.prompt_id))
         (allowed,) = run_suite(suite, Target(url + "/v1", "fake", api_key=secret)).results
+        # Without the warm-up the refusal is the prompt's own error, as before.
+        (denied,) = run_suite(suite, Target(url + "/v1", "fake"), warmup=False).results
+    assert seen == [] and allowed.passed
     assert denied.error is not None and denied.error.startswith("HTTP 401")
-    assert allowed.passed
 
 
 def test_an_unreachable_endpoint_fails_every_prompt() -> None:
@@ -140,8 +156,10 @@ def test_url_target_finds_the_one_model(script: Script, tmp_path: Path) -> None:
         assert url_target(url + "/v1/chat/completions", model="x", api_key="k") == Target(
             url + "/v1", "x", "k"
         )
-    with scripted_server(script, KennelHome(tmp_path / "two"), models=("a", "b")) as url, \
-            pytest.raises(InvalidOptionError, match="serves 2 models: a, b"):  # fmt: skip
+    with (
+        scripted_server(script, KennelHome(tmp_path / "two"), models=("a", "b")) as url,
+        pytest.raises(InvalidOptionError, match="serves 2 models: a, b"),
+    ):
         url_target(url)
 
 
@@ -198,22 +216,38 @@ def test_no_usage_counts_chunks_and_sends_what_the_suite_says() -> None:
         body = _sse(
             _chunk("", role="assistant"), ": ping", _chunk("Pa"), _chunk("ris"), _chunk(None), "[DONE]"
         )
-        return httpx.Response(200, content=body.replace(b"data: : ping", b": ping"),
-                              headers={"content-type": "text/event-stream"})  # fmt: skip
+        return httpx.Response(
+            200,
+            content=body.replace(b"data: : ping", b": ping"),
+            headers={"content-type": "text/event-stream"},
+        )
 
     r = ask(_client(httpx.MockTransport(handler)), TARGET, PROMPT)
     assert (r.text, r.output_tokens, r.error) == ("Paris", 2, None)
     req = seen[0]
     assert req.url == "http://mock/v1/chat/completions" and req.headers["authorization"] == "Bearer sk-test"
-    assert json.loads(req.content) == request_body(PROMPT, "m") == {
-        "model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "stream": True,
-        "stream_options": {"include_usage": True}, "max_tokens": 5}  # fmt: skip
+    assert (
+        json.loads(req.content)
+        == request_body(PROMPT, "m")
+        == {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 5,
+        }
+    )
 
 
 def test_reasoning_counts_for_the_first_token_and_usage_wins() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        body = _sse(_chunk(reasoning_content="thinking"), _chunk("42"),
-                    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}}, "[DONE]")  # fmt: skip
+        body = _sse(
+            _chunk(reasoning_content="thinking"),
+            _chunk("42"),
+            {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}},
+            "[DONE]",
+        )
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream; charset=utf-8"})
 
     r = ask(_client(httpx.MockTransport(handler)), TARGET, PROMPT)
@@ -222,8 +256,13 @@ def test_reasoning_counts_for_the_first_token_and_usage_wins() -> None:
 
 def test_a_server_that_ignores_stream_true() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": "Paris"}}],
-                                         "usage": {"completion_tokens": 2}})  # fmt: skip
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"role": "assistant", "content": "Paris"}}],
+                "usage": {"completion_tokens": 2},
+            },
+        )
 
     r = ask(_client(httpx.MockTransport(handler)), TARGET, PROMPT)
     assert (r.text, r.output_tokens, r.error) == ("Paris", 2, None) and r.ttft_ms == pytest.approx(

@@ -26,12 +26,15 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         yield r
 
 
-def test_planted_slowdown_alerts_once_then_recovers(kennel_home: Path, tmp_path: Path,
-                                                    receiver: tuple[str, list[dict[str, Any]]]) -> None:  # fmt: skip
+def test_planted_slowdown_alerts_once_then_recovers(
+    kennel_home: Path, tmp_path: Path, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
     hook, got = receiver
     suite = tmp_path / "suite.yaml"
-    suite.write_text("name: smoke\nprompts:\n  - id: capital\n    prompt: What is the capital of France?\n"
-                     "    assert:\n      - {type: icontains, value: paris}\n      - {type: max-latency-ms, value: 300}\n")  # fmt: skip
+    suite.write_text(
+        "name: smoke\nprompts:\n  - id: capital\n    prompt: What is the capital of France?\n"
+        "    assert:\n      - {type: icontains, value: paris}\n      - {type: max-latency-ms, value: 300}\n"
+    )
     home = KennelHome(kennel_home)
     script = Script(default="Paris is the capital.")
     with scripted_server(script, home) as url:
@@ -57,12 +60,15 @@ def test_planted_slowdown_alerts_once_then_recovers(kennel_home: Path, tmp_path:
     assert all(r["model"] == "fake" and r["prompt_id"] == "capital" for r in rows)
 
 
-def test_a_regression_alerts_even_when_every_assertion_passes(kennel_home: Path, tmp_path: Path,
-                                                               receiver: tuple[str, list[dict[str, Any]]]) -> None:  # fmt: skip
+def test_a_regression_alerts_even_when_every_assertion_passes(
+    kennel_home: Path, tmp_path: Path, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
     hook, got = receiver
     suite = tmp_path / "suite.yaml"
-    suite.write_text("name: smoke\nprompts:\n  - id: capital\n    prompt: capital?\n    assert:\n"
-                     "      - {type: icontains, value: paris}\n")  # fmt: skip
+    suite.write_text(
+        "name: smoke\nprompts:\n  - id: capital\n    prompt: capital?\n    assert:\n"
+        "      - {type: icontains, value: paris}\n"
+    )
     home = KennelHome(kennel_home)
     script = Script(default="Paris.")
     with scripted_server(script, home) as url:

@@ -31,7 +31,11 @@ def test_hw_json() -> None:
     assert doc["schema"] == "kennel.hw/v1"
     hw = doc["hardware"]
     assert hw["source"] == "probed" and hw["cpu"]["cores"] >= 1 and hw["memory"]["total"] > 0
-    assert hw["llama"]["installed"] and hw["llama"]["gpu_offload"] is False
+    from kennel.hardware.llamacpp import probe_llama_build
+
+    build = probe_llama_build()  # what this machine's build says, GPU build or not
+    assert hw["llama"]["installed"] and hw["llama"]["gpu_offload"] is build.gpu_offload
+    assert hw["llama"]["version"] == build.version and "CPU" in hw["llama"]["backends"]
 
 
 def test_hw_what_if_and_saved_profile(tmp_path: Path) -> None:

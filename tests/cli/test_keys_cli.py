@@ -19,8 +19,19 @@ def _json(*args: str) -> dict[str, Any]:
 
 
 def test_create_ls_revoke(kennel_home: Path) -> None:
-    r = kennel("keys", "create", "ci", "--models", "qwen,llama:prod", "--model", "gemma", "--rpm", "60",
-               "--expires", "30d")  # fmt: skip
+    r = kennel(
+        "keys",
+        "create",
+        "ci",
+        "--models",
+        "qwen,llama:prod",
+        "--model",
+        "gemma",
+        "--rpm",
+        "60",
+        "--expires",
+        "30d",
+    )
     assert r.returncode == 0, r.stderr
     secret = r.stdout.strip()
     assert secret.startswith("kn-") and r.stdout == secret + "\n"  # stdout is the secret alone

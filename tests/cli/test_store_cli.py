@@ -46,8 +46,13 @@ def _two_versions(make_model: ModelFactory, tmp_path: Path) -> str:
     with open_store() as s:
         v = import_gguf(s, _model(make_model, tmp_path / "Tiny-Q8_0.gguf"))
         spec = ProfileSpec.model_validate({"system": SYSTEM, "parameters": {"temperature": 0.2}})
-        s.add_version("tiny", build_profile(s, "tiny", spec, base_dir=tmp_path), action="create",
-                      tags=["candidate"], message="shorter answers")  # fmt: skip
+        s.add_version(
+            "tiny",
+            build_profile(s, "tiny", spec, base_dir=tmp_path),
+            action="create",
+            tags=["candidate"],
+            message="shorter answers",
+        )
         return v.profile.base[0]
 
 
@@ -79,17 +84,22 @@ def test_create_tag_rollback_history_diff(make_model: ModelFactory, tmp_path: Pa
     spec = tmp_path / "spec" / "profile.yaml"
     spec.parent.mkdir()
     spec.write_text(f"from: tiny\nsystem: {SYSTEM}\nparameters:\n  temperature: 0.2\n")
-    assert "tiny@2 tagged candidate" in _ok("create", "tiny", "-f", str(spec), "-m", "shorter answers",
-                                            "--tag", "candidate")  # fmt: skip
+    assert "tiny@2 tagged candidate" in _ok(
+        "create", "tiny", "-f", str(spec), "-m", "shorter answers", "--tag", "candidate"
+    )
     assert "tiny:prod → @2 (created)" in _ok("tag", "tiny@2", "prod", "-m", "ship it")
     assert "rolled back from @2 to @1" in _ok("rollback", "tiny", "--tag", "prod", "-m", "too terse")
 
     events = _json("history", "tiny")["events"]
     assert [(e["action"], e["tag"], e["version_before"], e["version_after"]) for e in events] == [
-        ("import", None, None, 1), ("tag", "latest", None, 1), ("tag", "q8_0", None, 1),
-        ("create", None, None, 2), ("tag", "candidate", None, 2),
-        ("tag", "prod", None, 2), ("rollback", "prod", 2, 1),
-    ]  # fmt: skip
+        ("import", None, None, 1),
+        ("tag", "latest", None, 1),
+        ("tag", "q8_0", None, 1),
+        ("create", None, None, 2),
+        ("tag", "candidate", None, 2),
+        ("tag", "prod", None, 2),
+        ("rollback", "prod", 2, 1),
+    ]
     assert all(e["actor"] and e["at"] for e in events)  # who, when
     create = events[3]
     assert create["message"] == "shorter answers" and f"+system: {SYSTEM}" in create["detail"]  # what, why

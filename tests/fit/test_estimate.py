@@ -18,6 +18,7 @@ REQUIRED = {
     "quant",
     "is_file",
     "weights_bytes",
+    "repack_bytes",
     "kv_cache_bytes",
     "compute_buffer_bytes",
     "overhead_bytes",
@@ -49,7 +50,11 @@ def test_every_option_has_the_documented_fields() -> None:
         assert o.keys() >= REQUIRED
         assert (
             o["total_bytes"]
-            == o["weights_bytes"] + o["kv_cache_bytes"] + o["compute_buffer_bytes"] + o["overhead_bytes"]
+            == o["weights_bytes"]
+            + o["repack_bytes"]
+            + o["kv_cache_bytes"]
+            + o["compute_buffer_bytes"]
+            + o["overhead_bytes"]
         )
         assert o["fits"] in ("gpu", "partial", "cpu", "no")
         assert set(o["decode_tok_s"]) == {"low", "expected", "high"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kennel.catalog.resolve import resolve
 from kennel.errors import MeasureError
 from kennel.fit import calibration
 from kennel.fit.estimate import default_run, estimate
@@ -14,7 +15,6 @@ from kennel.fit.measure import measure
 from kennel.hardware.probe import probe
 from kennel.hardware.whatif import what_if
 from kennel.model.gguf_header import read_header
-from kennel.model.resolve import resolve
 from kennel.model.sources import FileSource
 from kennel.model.synthetic import synthetic_shape
 from kennel.settings import KennelHome
@@ -37,20 +37,18 @@ def test_measure_builds_times_and_calibrates(kennel_home: Path) -> None:
     assert {t.type_name for t in header.tensors} >= {"Q4_K", "Q6_K", "F32"}
     assert m.bench.decode_tok_s > 0 and m.bench.prefill_tok_s > m.bench.decode_tok_s
     assert m.decode_ratio == pytest.approx(m.bench.decode_tok_s / m.estimated_decode)
-    # llama.cpp's own buffers for the synthetic file match the estimate (repack copies aside)
-    assert (
-        abs(m.bench.buffers.total - m.estimated_buffers)
-        <= sum(m.bench.buffers.model.get(k, 0) for k in ("CPU_REPACK",)) + 2**18
-    )
+    # llama.cpp's own buffers for the synthetic file match the estimate, repacked copies included
+    assert abs(m.bench.buffers.total - m.estimated_buffers) <= 2**18
     stored = json.loads(home.calibration.read_text())["calibration"]
     assert list(stored) == [f"{calibration.machine_key(hw)}|cpu"]
     after = estimate(shape, hw, run, calibration=calibration.load(home, hw, "cpu"), include_engines=False)
     assert after.calibrated
     q4 = next(o for o in after.options if o.quant == "Q4_K_M")
     q4_before = next(o for o in before.options if o.quant == "Q4_K_M")
+    # the ratio is stored to 4 digits: on a slow machine (ratio ~0.02) that alone is 0.3%
     assert q4.decode_tok_s.expected == pytest.approx(
-        q4_before.decode_tok_s.expected * m.decode_ratio, rel=1e-3
-    )  # stored to 4 digits
+        q4_before.decode_tok_s.expected * round(m.decode_ratio, 4), rel=1e-3
+    )
     # the second measurement reuses the built file
     again = measure(shape, hw, run, quant="Q4_K_M", home=home)
     assert again.build_seconds == 0.0 and again.path == m.path
@@ -76,4 +74,4 @@ def test_measure_a_catalog_model_shape_at_small_scale(kennel_home: Path) -> None
     home = KennelHome(kennel_home)
     shape = resolve("qwen2.5-0.5b").shape
     m = measure(shape, probe(home), default_run(shape, ctx=1024), quant="Q8_0", home=home)
-    assert m.bench.decode_tok_s > 1 and m.proxy_note == ""
+    assert m.bench.decode_tok_s > 0 and m.proxy_note == ""  # timed at all; how fast is benchmarks/ work

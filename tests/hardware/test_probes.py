@@ -148,14 +148,49 @@ def test_this_machine(kennel_home: Path) -> None:
 
 
 def test_bandwidth_is_cached(tmp_path: Path) -> None:
+    from kennel.hardware.bandwidth import BandwidthResult
+
     cpu = CpuInfo(model="x", arch="x86_64", cores=1, threads=1)
     cache = tmp_path / "hw.json"
-    first = cached_bandwidth(cache, cpu, 8 * 2**30)
-    again = cached_bandwidth(cache, cpu, 8 * 2**30)
-    assert first.gbs > 0 and again.seconds == 0.0 and abs(again.gbs - first.gbs) < 0.01
-    remeasured = cached_bandwidth(cache, cpu, 8 * 2**30, remeasure=True)
+
+    def calm(*, threads: int) -> BandwidthResult:  # the real copy test, as if on an idle machine
+        r = measure_bandwidth(threads=threads, buffer_bytes=8 * 2**20, repeats=2, passes=1)
+        return BandwidthResult(r.gbs, r.threads, r.seconds, r.measured_at, load=0.0)
+
+    first = cached_bandwidth(cache, cpu, 8 * 2**30, measure=calm)
+    again = cached_bandwidth(cache, cpu, 8 * 2**30, measure=calm)
+    assert first.gbs > 0 and first.seconds > 0
+    assert again.seconds == 0.0 and abs(again.gbs - first.gbs) < 0.01  # read back, not measured
+    remeasured = cached_bandwidth(cache, cpu, 8 * 2**30, remeasure=True, measure=calm)
     assert remeasured.seconds > 0
 
 
 def test_measure_bandwidth_small_buffer() -> None:
     assert measure_bandwidth(threads=2, buffer_bytes=8 * 2**20, repeats=2).gbs > 0.1
+
+
+def test_bandwidth_is_measured_again_when_stale_or_taken_on_a_busy_machine(tmp_path: Path) -> None:
+    from kennel.hardware.bandwidth import STALE_AFTER, BandwidthResult
+
+    cpu = CpuInfo(model="x", arch="x86_64", cores=2, threads=2)
+    cache = tmp_path / "hw.json"
+    figures = iter([10.0, 14.0, 12.0, 9.0])
+    clock = [1_000_000.0]
+    calls: list[float] = []
+
+    def fake(*, threads: int) -> BandwidthResult:
+        gbs = next(figures)
+        calls.append(gbs)
+        load = 3.0 if gbs == 10.0 else 0.0  # the first figure was taken on a busy machine
+        return BandwidthResult(gbs, threads, 1.0, clock[0], load)
+
+    def get() -> BandwidthResult:
+        return cached_bandwidth(cache, cpu, 8 * 2**30, measure=fake, now=lambda: clock[0])
+
+    assert get().gbs == 10.0
+    assert get().gbs == 14.0 and len(calls) == 2  # busy then: measured again now the machine is calmer
+    assert get().gbs == 14.0 and len(calls) == 2  # calm and recent: kept
+    clock[0] += STALE_AFTER + 1
+    assert get().gbs == 12.0 and len(calls) == 3  # stale: measured again, the new figure stands
+    r = cached_bandwidth(cache, cpu, 8 * 2**30, measure=fake, now=lambda: clock[0], remeasure=True)
+    assert r.gbs == 9.0  # asked for: the new figure, even lower

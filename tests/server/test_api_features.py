@@ -63,9 +63,16 @@ def client(server: str) -> Iterator[openai.OpenAI]:
 
 
 def test_tool_calls_whole_and_streamed_then_the_result_sent_back(client: openai.OpenAI) -> None:
-    ask = dict(model="tools", messages=[{"role": "user", "content": "Weather in Hue?"}], tools=TOOLS_ARG,
-               tool_choice={"type": "function", "function": {"name": "get_weather"}}, parallel_tool_calls=False,
-               logit_bias=CALLING, seed=4, max_tokens=200)  # fmt: skip
+    ask = dict(
+        model="tools",
+        messages=[{"role": "user", "content": "Weather in Hue?"}],
+        tools=TOOLS_ARG,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        parallel_tool_calls=False,
+        logit_bias=CALLING,
+        seed=4,
+        max_tokens=200,
+    )
     r = client.chat.completions.create(**ask)  # type: ignore[call-overload]
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -84,31 +91,45 @@ def test_tool_calls_whole_and_streamed_then_the_result_sent_back(client: openai.
     assert names == ["get_weather"] and args == call.function.arguments and finish == "tool_calls"
 
     back = client.chat.completions.create(
-        model="tools", max_tokens=5, tools=TOOLS_ARG,  # type: ignore[arg-type]
-        messages=[{"role": "user", "content": "Weather in Hue?"},
-                  {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                  {"role": "tool", "tool_call_id": call.id, "content": '{"forecast": "rain"}'}],  # type: ignore[list-item]
-    )  # fmt: skip
+        model="tools",
+        max_tokens=5,
+        tools=TOOLS_ARG,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": "Weather in Hue?"},
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"forecast": "rain"}'},
+        ],  # type: ignore[list-item]
+    )
     assert back.choices[0].finish_reason in ("length", "stop")
 
 
 def test_tool_choice_must_name_a_given_tool(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="not in tools"):
         client.chat.completions.create(
-            model="tools", messages=[{"role": "user", "content": "x"}], tools=TOOLS_ARG,  # type: ignore[arg-type]
+            model="tools",
+            messages=[{"role": "user", "content": "x"}],
+            tools=TOOLS_ARG,  # type: ignore[arg-type]
             tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
-        )  # fmt: skip
+        )
 
 
 def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="tools", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-                                       temperature=0, logprobs=True, top_logprobs=2, logit_bias=WORDS_ONLY)  # fmt: skip
+    r = client.chat.completions.create(
+        model="tools",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+        logit_bias=WORDS_ONLY,
+    )
     lp = r.choices[0].logprobs
     assert lp is not None and lp.content is not None and len(lp.content) == 4 and r.usage is not None
     assert "".join(t.token for t in lp.content) == r.choices[0].message.content
     assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in lp.content)
-    c = client.completions.create(model="tools", prompt="Once", max_tokens=3, temperature=0, logprobs=2,
-                                  logit_bias=WORDS_ONLY)  # fmt: skip
+    c = client.completions.create(
+        model="tools", prompt="Once", max_tokens=3, temperature=0, logprobs=2, logit_bias=WORDS_ONLY
+    )
     legacy = c.choices[0].logprobs
     assert legacy is not None and legacy.tokens is not None and len(legacy.tokens) == 3
     assert legacy.top_logprobs is not None and all(len(t) <= 2 for t in legacy.top_logprobs)
@@ -122,8 +143,9 @@ def test_reasoning_content_is_kept_apart(client: openai.OpenAI) -> None:
     msg = r.choices[0].message
     assert (msg.model_extra or {}).get("reasoning_content") and not msg.content
     streamed = ""
-    for chunk in client.chat.completions.create(model="think", messages=[{"role": "user", "content": "hi"}],
-                                                max_tokens=8, seed=2, stream=True):  # fmt: skip
+    for chunk in client.chat.completions.create(
+        model="think", messages=[{"role": "user", "content": "hi"}], max_tokens=8, seed=2, stream=True
+    ):
         for c in chunk.choices:
             streamed += (c.delta.model_extra or {}).get("reasoning_content") or ""
             assert not c.delta.content
@@ -132,8 +154,16 @@ def test_reasoning_content_is_kept_apart(client: openai.OpenAI) -> None:
 
 def test_rerank(server: str) -> None:
     docs = ["the clinic opens at 8", "parking is behind", "the clinic opens at 8", "we speak Vietnamese"]
-    r = httpx.post(server + "/v1/rerank", json={"model": "rank", "query": "opening hours", "documents": docs,
-                                                "top_n": 3, "return_documents": True})  # fmt: skip
+    r = httpx.post(
+        server + "/v1/rerank",
+        json={
+            "model": "rank",
+            "query": "opening hours",
+            "documents": docs,
+            "top_n": 3,
+            "return_documents": True,
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     scores = [x["relevance_score"] for x in body["results"]]

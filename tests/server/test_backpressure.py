@@ -65,8 +65,13 @@ def gate() -> Gate:
 @pytest.fixture
 def server(gate: Gate, tmp_path: Path) -> Iterator[str]:
     specs = [_spec("a"), _spec("huge", ram=1 << 40)]
-    with running_server(specs, KennelHome(tmp_path / "h"), engine_factory=lambda s: FakeEngine(s, gate),
-                        budget=Memory(ram=1 << 30), max_queue=2) as url:  # fmt: skip
+    with running_server(
+        specs,
+        KennelHome(tmp_path / "h"),
+        engine_factory=lambda s: FakeEngine(s, gate),
+        budget=Memory(ram=1 << 30),
+        max_queue=2,
+    ) as url:
         yield url
 
 

@@ -51,14 +51,22 @@ def _spec(name: str) -> ModelSpec:
 
 @pytest.fixture
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=EchoEngine, budget=Memory(ram=1 << 30),
-                        guard=request.param) as url:  # fmt: skip
+    with running_server(
+        [_spec("m")],
+        KennelHome(tmp_path / "h"),
+        engine_factory=EchoEngine,
+        budget=Memory(ram=1 << 30),
+        guard=request.param,
+    ) as url:
         yield url
 
 
 def _chat(url: str, text: str, stream: bool = False) -> httpx.Response:
-    return httpx.post(url + "/v1/chat/completions", timeout=30,
-                      json={"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream})  # fmt: skip
+    return httpx.post(
+        url + "/v1/chat/completions",
+        timeout=30,
+        json={"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream},
+    )
 
 
 @pytest.mark.parametrize("server", ["block"], indirect=True)
@@ -140,9 +148,14 @@ def test_server_failures_alert_once_and_recover(tmp_path: Path) -> None:
     """Three engine errors in a row: one alert; the next success: one recovery; 4xx never count."""
     BROKEN["on"] = True
     with webhook_receiver() as (hook_url, got):  # noqa: SIM117  # the receiver outlives the server
-        with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=BrokenEngine, budget=Memory(ram=1 << 30),
-                            guard="off", alerts={"notify": [f"webhook:{hook_url}"],
-                                                 "threshold": 3}) as url:  # fmt: skip
+        with running_server(
+            [_spec("m")],
+            KennelHome(tmp_path / "h"),
+            engine_factory=BrokenEngine,
+            budget=Memory(ram=1 << 30),
+            guard="off",
+            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3},
+        ) as url:
             for _ in range(4):
                 assert _chat(url, "hello").status_code == 500
             assert (
@@ -171,15 +184,24 @@ class SlowBrokenEngine(BrokenEngine):
 def test_a_client_hanging_up_is_neither_a_success_nor_a_failure(tmp_path: Path) -> None:
     """Failure streaks count engine errors; a 499 between two failures does not reset them."""
     with webhook_receiver() as (hook_url, got):  # noqa: SIM117  # the receiver outlives the server
-        with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=SlowBrokenEngine,
-                            budget=Memory(ram=1 << 30), guard="off",
-                            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3}) as url:  # fmt: skip
+        with running_server(
+            [_spec("m")],
+            KennelHome(tmp_path / "h"),
+            engine_factory=SlowBrokenEngine,
+            budget=Memory(ram=1 << 30),
+            guard="off",
+            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3},
+        ) as url:
             BROKEN["on"] = True
             assert _chat(url, "hello").status_code == 500
             assert _chat(url, "hello").status_code == 500
             BROKEN["on"] = False
-            with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
-                              json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:  # fmt: skip
+            with httpx.stream(
+                "POST",
+                url + "/v1/chat/completions",
+                timeout=30,
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            ) as r:
                 next(r.iter_lines())  # then hang up
             for _ in range(100):
                 if 'status="499"' in httpx.get(url + "/metrics").text:
@@ -201,9 +223,14 @@ class UnloadableEngine(EchoEngine):
 
 def test_a_model_that_fails_to_load_alerts_at_once(tmp_path: Path) -> None:
     with webhook_receiver() as (hook_url, got):  # noqa: SIM117  # the receiver outlives the server
-        with running_server([_spec("m")], KennelHome(tmp_path / "h"), engine_factory=UnloadableEngine,
-                            budget=Memory(ram=1 << 30), guard="off",
-                            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3}) as url:  # fmt: skip
+        with running_server(
+            [_spec("m")],
+            KennelHome(tmp_path / "h"),
+            engine_factory=UnloadableEngine,
+            budget=Memory(ram=1 << 30),
+            guard="off",
+            alerts={"notify": [f"webhook:{hook_url}"], "threshold": 3},
+        ) as url:
             r = _chat(url, "hello")
             assert r.status_code == 500 and "could not load" in r.json()["error"]["message"]
     assert got[0]["kind"] == "failing" and got[0]["subject"] == "kennel serve: m failed to load"

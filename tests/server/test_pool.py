@@ -439,23 +439,6 @@ def test_a_request_cancelled_while_waiting_frees_its_place() -> None:
     run(go)
 
 
-def test_on_change_gets_the_digests_of_loaded_models() -> None:
-    async def go() -> None:
-        seen: list[set[str]] = []
-        clock = Clock()
-        pool, _ = make_pool(spec("a", 6), spec("b", 6), spec("c", 1), ram_gib=10, clock=clock,
-                            on_change=seen.append)  # fmt: skip
-        await ask(pool, "a")
-        await ask(pool, "c")
-        clock.now = 1.0
-        await ask(pool, "c")
-        await ask(pool, "b")  # evicts a (least recently used)
-        await pool.close()
-        assert seen == [{"sha-a"}, {"sha-a", "sha-c"}, {"sha-c"}, {"sha-b", "sha-c"}, {"sha-c"}, set()]
-
-    run(go)
-
-
 # ---- abandoned loads and unloads in progress ------------------------------------------------
 
 

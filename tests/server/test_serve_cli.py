@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -42,9 +43,14 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_refuses_network_bind_without_keys(make_model) -> None:  # type: ignore[no-untyped-def]
     path, _ = make_model()
-    r = subprocess.run([*KENNEL, "serve", "--model", str(path), "--host", "0.0.0.0"], capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
-    assert r.returncode == 2 and "without API keys" in r.stderr and "kennel keys create" in r.stderr
+    for host in ("0.0.0.0", "", "::"):  # "" binds every interface, like the other two
+        r = subprocess.run(
+            [*KENNEL, "serve", "--model", str(path), "--host", host],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2 and "without API keys" in r.stderr and "kennel keys create" in r.stderr
     r = subprocess.run([*KENNEL, "serve"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Nothing to serve" in r.stderr
 
@@ -61,8 +67,12 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
         == 0
     )
     port = free_port()
-    proc = subprocess.Popen([*KENNEL, "serve", "--model", "tiny", "--port", str(port), "--ctx", "256", "--preload"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})  # fmt: skip
+    proc = subprocess.Popen(
+        [*KENNEL, "serve", "--model", "tiny", "--port", str(port), "--ctx", "256"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -75,6 +85,8 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
             time.sleep(0.2)
         else:
             pytest.fail("server never became ready")
+        rm = subprocess.run([*KENNEL, "rm", "tiny"], capture_output=True, text=True, timeout=60)
+        assert rm.returncode == 2 and "kennel serve" in rm.stderr  # served, though not loaded yet
         with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
             r = c.chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
@@ -86,12 +98,38 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
         doc = json.loads(ps.stdout)
         assert doc["models"][0]["model"] == "tiny" and doc["models"][0]["state"] == "ready"
         rm = subprocess.run([*KENNEL, "rm", "tiny"], capture_output=True, text=True, timeout=60)
-        assert rm.returncode == 2 and "kennel serve" in rm.stderr  # loaded by the running server
+        assert rm.returncode == 2 and "kennel serve" in rm.stderr  # and now loaded
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert b"hi" not in err  # prompt text is never logged by default
     assert b'"status": 200' in err and b'"completion_tokens"' in err
+
+
+def test_loopback_is_what_the_host_resolves_to() -> None:
+    def loop(host: str) -> bool:
+        return load_settings(None, host=host).is_loopback()
+
+    assert loop("127.0.0.1") and loop("::1") and loop("localhost") and loop("127.3.4.5")
+    assert not loop("") and not loop("0.0.0.0") and not loop("::") and not loop("no-such-host.invalid")
+
+
+def test_a_port_in_use_is_refused_before_anything_loads(make_model) -> None:  # type: ignore[no-untyped-def]
+    path, _ = make_model()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [*KENNEL, "serve", "--model", str(path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert r.returncode == 2 and f"Port {port}" in r.stderr and "already in use" in r.stderr
+    assert f"--port {port + 1}" in r.stderr and "Traceback" not in r.stderr
+    assert "kennel serve on" not in r.stderr and time.monotonic() - t0 < 30  # before the banner and any load
 
 
 def test_scheduled_checkups_are_checked_at_start(make_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -28,10 +28,16 @@ def source(make_model: ModelFactory, tmp_path: Path) -> Iterator[Store]:
     """A store (the default KENNEL_HOME) holding m@1 (imported) and m@2 (a profile), tagged."""
     with open_store() as s:
         import_gguf(s, gguf(make_model, tmp_path / "M-Q8_0.gguf"), name="m")
-        spec = ProfileSpec.model_validate({"system": "Réponds en français.", "parameters": {"temperature": 0.3},
-                                           "context": 2048})  # fmt: skip
-        s.add_version("m", build_profile(s, "m", spec, base_dir=tmp_path), action="create",
-                      tags=["candidate", "prod"], message="french")  # fmt: skip
+        spec = ProfileSpec.model_validate(
+            {"system": "Réponds en français.", "parameters": {"temperature": 0.3}, "context": 2048}
+        )
+        s.add_version(
+            "m",
+            build_profile(s, "m", spec, base_dir=tmp_path),
+            action="create",
+            tags=["candidate", "prod"],
+            message="french",
+        )
         yield s
 
 

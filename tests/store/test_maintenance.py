@@ -269,8 +269,14 @@ def test_gc_partial_files(store: Store) -> None:
 def test_gc_leaves_the_partial_of_an_import_in_progress(store: Store) -> None:
     """An import or a bundle import stages its copy as import-PID-... / bundle-PID-...; while
     that process lives, gc must not delete the file from under it."""
-    live = [store.blobs.partial_path(f"import-{os.getpid()}-123"), store.blobs.partial_path(f"bundle-{os.getpid()}-{'c' * 64}")]  # fmt: skip
-    dead = [store.blobs.partial_path(f"import-{dead_pid()}-123"), store.blobs.partial_path(f"bundle-{dead_pid()}-{'c' * 64}")]  # fmt: skip
+    live = [
+        store.blobs.partial_path(f"import-{os.getpid()}-123"),
+        store.blobs.partial_path(f"bundle-{os.getpid()}-{'c' * 64}"),
+    ]
+    dead = [
+        store.blobs.partial_path(f"import-{dead_pid()}-123"),
+        store.blobs.partial_path(f"bundle-{dead_pid()}-{'c' * 64}"),
+    ]
     for p in live + dead:
         p.write_bytes(b"copying")
     plan = plan_gc(store)

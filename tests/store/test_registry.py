@@ -45,19 +45,58 @@ from tests.store.storekit import (
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("qwen2.5-7b", "qwen2.5-7b"), ("Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct"), ("a_b.c-d", "a_b.c-d"),
-     ("7b", "7b"), ("  prod ", "prod"), ("x" * 128, "x" * 128)],
-)  # fmt: skip
+    [
+        ("qwen2.5-7b", "qwen2.5-7b"),
+        ("Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct"),
+        ("a_b.c-d", "a_b.c-d"),
+        ("7b", "7b"),
+        ("  prod ", "prod"),
+        ("x" * 128, "x" * 128),
+    ],
+)
 def test_check_name_accepts_and_lower_cases(text: str, expected: str) -> None:
     assert check_name(text) == expected
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "..", "a..b", "../x", "x/..", "a/b", "/etc", "a\\b", "a;b", "a$b", "$(id)", "a`id`", "a b",
-     "a\tb", "a\nb", "a|b", "a&b", "a>b", "a*", "a?", "a'b", 'a"b', "a:b", "a@b", "~root", ".hidden", "-rf",
-     "_x", "x.", "x-", "é", "a\x00b", "x" * 129],
-)  # fmt: skip
+    [
+        "",
+        " ",
+        "..",
+        "a..b",
+        "../x",
+        "x/..",
+        "a/b",
+        "/etc",
+        "a\\b",
+        "a;b",
+        "a$b",
+        "$(id)",
+        "a`id`",
+        "a b",
+        "a\tb",
+        "a\nb",
+        "a|b",
+        "a&b",
+        "a>b",
+        "a*",
+        "a?",
+        "a'b",
+        'a"b',
+        "a:b",
+        "a@b",
+        "~root",
+        ".hidden",
+        "-rf",
+        "_x",
+        "x.",
+        "x-",
+        "é",
+        "a\x00b",
+        "x" * 129,
+    ],
+)
 def test_check_name_rejects(text: str) -> None:
     with pytest.raises(InvalidNameError) as info:
         check_name(text)
@@ -87,9 +126,28 @@ def test_parse_ref_forms() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "../x", "a/b", "x:../y", "x:a;b", "x:", ":prod", "x:pro d", "x@", "x@0", "x@-1", "x@one", "x@1;rm",
-     "x@1.5", "../x@1", "a;b@1", "x:a:b", "x@1@2", "$x:prod"],
-)  # fmt: skip
+    [
+        "",
+        "../x",
+        "a/b",
+        "x:../y",
+        "x:a;b",
+        "x:",
+        ":prod",
+        "x:pro d",
+        "x@",
+        "x@0",
+        "x@-1",
+        "x@one",
+        "x@1;rm",
+        "x@1.5",
+        "../x@1",
+        "a;b@1",
+        "x:a:b",
+        "x@1@2",
+        "$x:prod",
+    ],
+)
 def test_parse_ref_rejects(text: str) -> None:
     with pytest.raises(InvalidNameError):
         parse_ref(text)
@@ -288,8 +346,15 @@ def _spec(folder: Path, text: str, name: str = "profile.yaml") -> ProfileSpec:
     return ProfileSpec.load(folder / name)
 
 
-def _create(store: Store, name: str, text: str, folder: Path, *, tags: tuple[str, ...] = ("latest",),
-            message: str = "") -> int:  # fmt: skip
+def _create(
+    store: Store,
+    name: str,
+    text: str,
+    folder: Path,
+    *,
+    tags: tuple[str, ...] = ("latest",),
+    message: str = "",
+) -> int:
     profile = build_profile(store, name, _spec(folder, text), base_dir=folder)
     return store.add_version(name, profile, action="create", tags=tags, message=message).version
 
@@ -300,8 +365,13 @@ def test_create_from_each_kind_of_source(store: Store, make_model: ModelFactory,
     spec = tmp_path / "specs"
 
     text = "from: tiny\nsystem: You answer in Vietnamese.\nparameters:\n  temperature: 0.2\n  stop: ['</s>']\ncontext: 4096\n"
-    v2 = store.add_version("tiny", build_profile(store, "tiny", _spec(spec, text), base_dir=spec),
-                           action="create", tags=["candidate"], message="vi")  # fmt: skip
+    v2 = store.add_version(
+        "tiny",
+        build_profile(store, "tiny", _spec(spec, text), base_dir=spec),
+        action="create",
+        tags=["candidate"],
+        message="vi",
+    )
     assert v2.version == 2 and v2.tags == ("candidate",) and v2.message == "vi"
     p = v2.profile
     assert (p.base, p.base_file, p.system, p.context) == (
@@ -481,11 +551,17 @@ def test_history_records_who_when_what_why(three: Store) -> None:
     s.remove_tag("m", "prod", actor="dave", message="retire")
     h = s.history("m")
     assert [(e.action, e.tag, e.version_before, e.version_after) for e in h] == [
-        ("import", None, None, 1), ("tag", "latest", None, 1), ("tag", "q8_0", None, 1),
-        ("create", None, None, 2), ("tag", "latest", 1, 2),
-        ("create", None, None, 3), ("tag", "latest", 2, 3),
-        ("tag", "prod", None, 2), ("rollback", "prod", 2, 1), ("untag", "prod", 1, None),
-    ]  # fmt: skip
+        ("import", None, None, 1),
+        ("tag", "latest", None, 1),
+        ("tag", "q8_0", None, 1),
+        ("create", None, None, 2),
+        ("tag", "latest", 1, 2),
+        ("create", None, None, 3),
+        ("tag", "latest", 2, 3),
+        ("tag", "prod", None, 2),
+        ("rollback", "prod", 2, 1),
+        ("untag", "prod", 1, None),
+    ]
     assert [e.id for e in h] == sorted(e.id for e in h)
     for e in h:
         assert datetime.fromisoformat(e.at).tzinfo is not None and e.actor and e.model == "m"
@@ -521,3 +597,16 @@ def test_diff(three: Store) -> None:
     assert "+system: three" in three.diff("m", 1, 3) and "-system" not in three.diff("m", 1, 3)
     with pytest.raises(NotInStoreError):
         three.diff("m", 1, 9)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("x" * 136, "136 characters long, more than 128"),
+        ("-rf", "start with a letter or digit"),
+        ("", "empty"),
+    ],
+)
+def test_check_name_says_why_in_words(text: str, why: str) -> None:
+    with pytest.raises(InvalidNameError, match=why):
+        check_name(text)

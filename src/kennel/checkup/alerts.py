@@ -52,7 +52,11 @@ _FORMS = (
     "webhook:https://host/path",
     "email:smtp://[user:pass@]host:port?to=a@b,c@d&from=x@y[&starttls=1]",
 )
-_HINT = "Write a channel as one of: " + "; ".join(_FORMS) + " (percent-encode '@', '/', ':' in a user or password)."  # fmt: skip
+_HINT = (
+    "Write a channel as one of: "
+    + "; ".join(_FORMS)
+    + " (percent-encode '@', '/', ':' in a user or password)."
+)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 MIGRATIONS: db.Migrations = (
@@ -143,7 +147,9 @@ class Channel:
     def key(self) -> str:
         """A short hash telling channels apart in alerts.db (two Slack webhooks on one host). Not of the
         password: with the rest known from the label, its hash would let a weak one be guessed offline."""
-        whole = "\n".join([self.kind, self.target, *self.to, self.sender, self.username or "", str(self.starttls)])  # fmt: skip
+        whole = "\n".join(
+            [self.kind, self.target, *self.to, self.sender, self.username or "", str(self.starttls)]
+        )
         return hashlib.sha256(whole.encode("utf-8")).hexdigest()[:16]
 
     def __repr__(self) -> str:
@@ -204,9 +210,15 @@ def _parse_email(url: str) -> Channel:
     if tls not in _TRUE | _FALSE:
         raise _bad(f"starttls={tls!r} is not 1 or 0")
     user, password = parts.username, parts.password
-    return Channel(kind="email", target=f"smtp://{f'[{host}]' if ':' in host else host}:{port}", to=tuple(to),
-                   sender=_address(query["from"][0], "sender"), username=unquote(user) if user else None,
-                   password=None if password is None else unquote(password), starttls=tls in _TRUE)  # fmt: skip
+    return Channel(
+        kind="email",
+        target=f"smtp://{f'[{host}]' if ':' in host else host}:{port}",
+        to=tuple(to),
+        sender=_address(query["from"][0], "sender"),
+        username=unquote(user) if user else None,
+        password=None if password is None else unquote(password),
+        starttls=tls in _TRUE,
+    )
 
 
 # ---- alerts and their state ------------------------------------------------------------------
@@ -244,11 +256,15 @@ class UndeliveredAlert:
 
 def _check_threshold(threshold: int) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise InvalidOptionError(f"The alert threshold {threshold!r} must be a whole number of at least 1.",
-                                 hint="Use 1 to alert on the first failure.")  # fmt: skip
+        raise InvalidOptionError(
+            f"The alert threshold {threshold!r} must be a whole number of at least 1.",
+            hint="Use 1 to alert on the first failure.",
+        )
 
 
-def _step(failures: int, alerting: bool, *, failed: bool, threshold: int) -> tuple[int, bool, AlertKind | None]:  # fmt: skip
+def _step(
+    failures: int, alerting: bool, *, failed: bool, threshold: int
+) -> tuple[int, bool, AlertKind | None]:
     """The one rule, shared by AlertState and FailureStreak: (failures, alerting, what to raise)."""
     if failed:
         failures += 1
@@ -305,8 +321,13 @@ class AlertState:
             )
             if kind is None:
                 return None
-            alert = Alert(kind=kind, subject=subject, text=text, at=now,
-                          failures=failures if kind == "failing" else before[0])  # fmt: skip
+            alert = Alert(
+                kind=kind,
+                subject=subject,
+                text=text,
+                at=now,
+                failures=failures if kind == "failing" else before[0],
+            )
             self._insert(alert)
         return alert
 
@@ -333,9 +354,16 @@ class AlertState:
             (bound,),
         ).fetchall()
         fields = ("kind", "subject", "text", "at", "failures")
-        return [UndeliveredAlert(alert=Alert(**{k: r[k] for k in fields}), channel=r["channel"],
-                                 attempts=r["attempts"], error=r["error"], last_attempt_at=r["last_at"])
-                for r in rows]  # fmt: skip
+        return [
+            UndeliveredAlert(
+                alert=Alert(**{k: r[k] for k in fields}),
+                channel=r["channel"],
+                attempts=r["attempts"],
+                error=r["error"],
+                last_attempt_at=r["last_at"],
+            )
+            for r in rows
+        ]
 
     def _insert(self, alert: Alert) -> int:
         cur = self.conn.execute(
@@ -365,17 +393,27 @@ class AlertState:
             self.conn.execute(
                 "INSERT INTO deliveries (alert_id, channel, channel_key, attempt, at, ok, status, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (alert_id, channel.label, channel.key, attempt, _now(), int(outcome.ok), outcome.status,
-                 outcome.error),
-            )  # fmt: skip
+                (
+                    alert_id,
+                    channel.label,
+                    channel.key,
+                    attempt,
+                    _now(),
+                    int(outcome.ok),
+                    outcome.status,
+                    outcome.error,
+                ),
+            )
 
 
 def _normalize_since(since: str) -> str:
     try:
         when = datetime.fromisoformat(since.strip())
     except ValueError as exc:
-        raise InvalidOptionError(f"{since!r} is not an ISO date or time.",
-                                 hint="Use a form like 2026-05-01 or 2026-05-01T12:00:00+00:00.") from exc  # fmt: skip
+        raise InvalidOptionError(
+            f"{since!r} is not an ISO date or time.",
+            hint="Use a form like 2026-05-01 or 2026-05-01T12:00:00+00:00.",
+        ) from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # alerts.db keeps UTC; a bare time is taken as UTC too
     return when.astimezone(UTC).replace(microsecond=0).isoformat()
@@ -400,7 +438,9 @@ def _headline(alert: Alert) -> str:
 
 def _detail(alert: Alert) -> str:
     streak = f"{alert.failures} consecutive failure{'' if alert.failures == 1 else 's'}"
-    return f"{streak} as of {alert.at}" if alert.kind == "failing" else f"Recovered at {alert.at} after {streak}"  # fmt: skip
+    return (
+        f"{streak} as of {alert.at}" if alert.kind == "failing" else f"Recovered at {alert.at} after {streak}"
+    )
 
 
 def _slack_escape(text: str) -> str:
@@ -416,16 +456,24 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
         "text": _clip(_slack_escape(f"{headline}\n{alert.text}"), _SLACK_TEXT_MAX),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": _clip(headline, _SLACK_HEADER_MAX)}},
-            {"type": "section",
-             "text": {"type": "plain_text", "text": _clip(alert.text or "(no details)", _SLACK_TEXT_MAX)}},
+            {
+                "type": "section",
+                "text": {"type": "plain_text", "text": _clip(alert.text or "(no details)", _SLACK_TEXT_MAX)},
+            },
             {"type": "context", "elements": [{"type": "plain_text", "text": _detail(alert)}]},
         ],
-    }  # fmt: skip
+    }
 
 
 def webhook_payload(alert: Alert) -> dict[str, Any]:
-    return {"kind": alert.kind, "subject": alert.subject, "text": alert.text, "at": alert.at,
-            "failures": alert.failures, "source": "kennel"}  # fmt: skip
+    return {
+        "kind": alert.kind,
+        "subject": alert.subject,
+        "text": alert.text,
+        "at": alert.at,
+        "failures": alert.failures,
+        "source": "kennel",
+    }
 
 
 def email_message(alert: Alert, channel: Channel) -> EmailMessage:
@@ -456,9 +504,13 @@ def _post(client: httpx.Client, channel: Channel, payload: dict[str, Any]) -> _O
     status = response.status_code
     if 200 <= status < 300:
         return _OK
-    return _Outcome(ok=False, retryable=status == 429 or status >= 500, status=status,
-                    error=f"HTTP {status}: {_clip(_one_line(response.text), 200)}",
-                    retry_after=_retry_after(response))  # fmt: skip
+    return _Outcome(
+        ok=False,
+        retryable=status == 429 or status >= 500,
+        status=status,
+        error=f"HTTP {status}: {_clip(_one_line(response.text), 200)}",
+        retry_after=_retry_after(response),
+    )
 
 
 def _send_email(alert: Alert, channel: Channel) -> _Outcome:
@@ -468,12 +520,24 @@ def _send_email(alert: Alert, channel: Channel) -> _Outcome:
         refused = _smtp_send(host, port, channel, email_message(alert, channel))
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
-        return _Outcome(ok=False, retryable=all(400 <= c < 500 for c in codes), status=max(codes, default=None),
-                        error=f"all recipients refused: {_refused(exc.recipients)}")  # fmt: skip
+        return _Outcome(
+            ok=False,
+            retryable=all(400 <= c < 500 for c in codes),
+            status=max(codes, default=None),
+            error=f"all recipients refused: {_refused(exc.recipients)}",
+        )
     except smtplib.SMTPResponseException as exc:  # connect, helo, auth, sender, data
-        message = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)  # fmt: skip
-        return _Outcome(ok=False, retryable=400 <= exc.smtp_code < 500, status=exc.smtp_code,
-                        error=f"SMTP {exc.smtp_code}: {_one_line(message)}")  # fmt: skip
+        message = (
+            exc.smtp_error.decode("utf-8", "replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
+        return _Outcome(
+            ok=False,
+            retryable=400 <= exc.smtp_code < 500,
+            status=exc.smtp_code,
+            error=f"SMTP {exc.smtp_code}: {_one_line(message)}",
+        )
     except smtplib.SMTPServerDisconnected as exc:
         return _Outcome(ok=False, retryable=True, error=f"SMTP server disconnected: {exc}")
     except smtplib.SMTPException as exc:  # e.g. no STARTTLS or AUTH offered: trying again will not help
@@ -537,12 +601,17 @@ def deliver(
         )
     alert_id = state._alert_id(alert)
     if not channels:
-        log.error("alert %s %r has no channel to go to; it stays undelivered: %s", alert.kind, alert.subject,
-                  _clip(_one_line(alert.text), 500))  # fmt: skip
+        log.error(
+            "alert %s %r has no channel to go to; it stays undelivered: %s",
+            alert.kind,
+            alert.subject,
+            _clip(_one_line(alert.text), 500),
+        )
         return []
     results = []
-    with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
-                      headers={"User-Agent": "kennel-alerts"}) as client:  # fmt: skip
+    with httpx.Client(
+        timeout=HTTP_TIMEOUT, follow_redirects=False, headers={"User-Agent": "kennel-alerts"}
+    ) as client:
         for channel in channels:
             attempt, outcome = 0, _OK
             while attempt < attempts:
@@ -554,13 +623,25 @@ def deliver(
                 delay = backoff_s * 2 ** (attempt - 1)
                 if outcome.retry_after is not None:
                     delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER_S))
-                log.warning("alert to %s failed (attempt %d of %d): %s; retrying in %.1fs",
-                            channel.label, attempt, attempts, outcome.error, delay)  # fmt: skip
+                log.warning(
+                    "alert to %s failed (attempt %d of %d): %s; retrying in %.1fs",
+                    channel.label,
+                    attempt,
+                    attempts,
+                    outcome.error,
+                    delay,
+                )
                 sleep(delay)
             if not outcome.ok:
-                log.error("alert %s %r could not be delivered to %s after %d attempt(s): %s; the alert: %s",
-                          alert.kind, alert.subject, channel.label, attempt, outcome.error,
-                          _clip(_one_line(alert.text), 500))  # fmt: skip
+                log.error(
+                    "alert %s %r could not be delivered to %s after %d attempt(s): %s; the alert: %s",
+                    alert.kind,
+                    alert.subject,
+                    channel.label,
+                    attempt,
+                    outcome.error,
+                    _clip(_one_line(alert.text), 500),
+                )
             results.append(
                 DeliveryResult(channel=channel, ok=outcome.ok, attempts=attempt, error=outcome.error)
             )
@@ -590,9 +671,12 @@ class FailureStreak:
 
     def record(self, ok: bool) -> Literal["started", "recovered"] | None:
         with self._lock:
-            self._failures, self._alerting, kind = _step(self._failures, self._alerting, failed=not ok,
-                                                         threshold=self.threshold)  # fmt: skip
+            self._failures, self._alerting, kind = _step(
+                self._failures, self._alerting, failed=not ok, threshold=self.threshold
+            )
         return "started" if kind == "failing" else kind
 
     def __repr__(self) -> str:
-        return f"FailureStreak(threshold={self.threshold}, failures={self._failures}, alerting={self._alerting})"  # fmt: skip
+        return (
+            f"FailureStreak(threshold={self.threshold}, failures={self._failures}, alerting={self._alerting})"
+        )

@@ -106,8 +106,22 @@ def _num(x: float) -> str:
 # subset golden prompts need: type, properties, required, additionalProperties, items, enum,
 # const, minItems/maxItems, minLength/maxLength, minimum/maximum, pattern. Any other keyword is
 # refused when the suite loads, so a schema never passes by being half understood.
-_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "const", "minItems",
-             "maxItems", "minLength", "maxLength", "minimum", "maximum", "pattern"}  # fmt: skip
+_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "pattern",
+}
 _ANNOTATIONS = {"$schema", "$id", "title", "description", "default", "examples"}
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "object": lambda x: isinstance(x, dict),
@@ -128,8 +142,10 @@ def check_schema(s: Any, at: str = "schema") -> str | None:
         return f"{at} must be a mapping"
     unknown = set(s) - _KEYWORDS - _ANNOTATIONS
     if unknown:
-        return (f"{at} uses {', '.join(sorted(unknown))}, which kennel's JSON Schema subset does not support "
-                f"(supported: {', '.join(sorted(_KEYWORDS))})")  # fmt: skip
+        return (
+            f"{at} uses {', '.join(sorted(unknown))}, which kennel's JSON Schema subset does not support "
+            f"(supported: {', '.join(sorted(_KEYWORDS))})"
+        )
     types = s.get("type", [])
     for t in [types] if isinstance(types, str) else types:
         if t not in _JSON_TYPES:
@@ -214,8 +230,10 @@ def _json_type(x: Any) -> str:
 
 def _same(a: Any, b: Any) -> bool:
     """JSON equality: 1 == 1.0, but True is not 1."""
-    return bool(json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or
-                (_JSON_TYPES["number"](a) and _JSON_TYPES["number"](b) and a == b))  # fmt: skip
+    return bool(
+        json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+        or (_JSON_TYPES["number"](a) and _JSON_TYPES["number"](b) and a == b)
+    )
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -311,20 +329,44 @@ TYPES: dict[str, AssertionType] = {
         AssertionType("contains-all", "texts", _contains_all, "contains every one of the values"),
         AssertionType("icontains-all", "texts", _icontains_all, "contains-all, ignoring case"),
         AssertionType("regex", "regex", _regex, "a Python regular expression matches somewhere"),
-        AssertionType("starts-with", "text", _starts_with, "the answer (leading space ignored) starts with it"),
-        AssertionType("is-json", "optional-schema", _is_json, "the answer is JSON (and follows the schema if given)"),
+        AssertionType(
+            "starts-with", "text", _starts_with, "the answer (leading space ignored) starts with it"
+        ),
+        AssertionType(
+            "is-json", "optional-schema", _is_json, "the answer is JSON (and follows the schema if given)"
+        ),
         AssertionType("json-schema", "schema", _json_schema, "the answer is JSON following the schema"),
-        AssertionType("max-latency-ms", "number", _measured("latency", " ms", lambda r: r.latency_ms, True),
-                      "the whole answer took at most this many ms"),
-        AssertionType("max-ttft-ms", "number", _measured("ttft", " ms", lambda r: r.ttft_ms, True),
-                      "the first token came within this many ms"),
-        AssertionType("min-tokens-per-s", "number", _measured("speed", " tok/s", lambda r: r.tokens_per_s, False),
-                      "output tokens per second were at least this"),
-        AssertionType("max-tokens", "number",
-                      _measured("output", " tokens", lambda r: None if r.output_tokens is None else float(r.output_tokens), True),
-                      "at most this many output tokens"),
+        AssertionType(
+            "max-latency-ms",
+            "number",
+            _measured("latency", " ms", lambda r: r.latency_ms, True),
+            "the whole answer took at most this many ms",
+        ),
+        AssertionType(
+            "max-ttft-ms",
+            "number",
+            _measured("ttft", " ms", lambda r: r.ttft_ms, True),
+            "the first token came within this many ms",
+        ),
+        AssertionType(
+            "min-tokens-per-s",
+            "number",
+            _measured("speed", " tok/s", lambda r: r.tokens_per_s, False),
+            "output tokens per second were at least this",
+        ),
+        AssertionType(
+            "max-tokens",
+            "number",
+            _measured(
+                "output",
+                " tokens",
+                lambda r: None if r.output_tokens is None else float(r.output_tokens),
+                True,
+            ),
+            "at most this many output tokens",
+        ),
     )
-}  # fmt: skip
+}
 ALIASES = {"latency": "max-latency-ms"}  # promptfoo's name
 
 

@@ -55,8 +55,12 @@ class Regression:
         return self.value / self.baseline if self.baseline else float("inf")
 
     def describe(self) -> str:
-        names = {"latency": "p50 latency", "ttft": "p50 time to first token", "tokens_per_s": "tokens/s",
-                 "pass_rate": "pass rate"}  # fmt: skip
+        names = {
+            "latency": "p50 latency",
+            "ttft": "p50 time to first token",
+            "tokens_per_s": "tokens/s",
+            "pass_rate": "pass rate",
+        }
         if self.metric == "pass_rate":
             change = f"{names[self.metric]} {self.baseline:.0%} → {self.value:.0%}"
         else:
@@ -69,8 +73,13 @@ class Regression:
         if self.cause is None:
             return f"{change} on {where}; no model change recorded before it"
         c = self.cause
-        what = {"pull": "new download", "import": "new import", "create": "profile changed", "tag": "tag moved",
-                "rollback": "rolled back"}.get(c.action, c.action)  # fmt: skip
+        what = {
+            "pull": "new download",
+            "import": "new import",
+            "create": "profile changed",
+            "tag": "tag moved",
+            "rollback": "rolled back",
+        }.get(c.action, c.action)
         version = c.version_after if c.version_after is not None else c.version_before
         why = f", '{c.message}'" if c.message else ""
         return f"{change} since version {version}: {what} by {c.actor}, {c.at[:10]}{why} ({where})"
@@ -115,19 +124,30 @@ def summaries(
     out = []
     for run_id, rs in by_run.items():
         head = rs[0]
-        out.append(RunSummary(
-            run_id=run_id, started_at=head["started_at"], suite=head["suite"], model=head["model"],
-            model_version=head["model_version"], prompts=len(rs), pass_rate=sum(r["passed"] for r in rs) / len(rs),
-            latency_p50_ms=_median([r["latency_ms"] for r in rs if r["latency_ms"] is not None]),
-            ttft_p50_ms=_median([r["ttft_ms"] for r in rs if r["ttft_ms"] is not None]),
-            tokens_per_s=_median([r["tokens_per_s"] for r in rs if r["tokens_per_s"]]),
-        ))  # fmt: skip
+        out.append(
+            RunSummary(
+                run_id=run_id,
+                started_at=head["started_at"],
+                suite=head["suite"],
+                model=head["model"],
+                model_version=head["model_version"],
+                prompts=len(rs),
+                pass_rate=sum(r["passed"] for r in rs) / len(rs),
+                latency_p50_ms=_median([r["latency_ms"] for r in rs if r["latency_ms"] is not None]),
+                ttft_p50_ms=_median([r["ttft_ms"] for r in rs if r["ttft_ms"] is not None]),
+                tokens_per_s=_median([r["tokens_per_s"] for r in rs if r["tokens_per_s"]]),
+            )
+        )
     return out
 
 
 def _metric(s: RunSummary, metric: str) -> float | None:
-    return {"latency": s.latency_p50_ms, "ttft": s.ttft_p50_ms, "tokens_per_s": s.tokens_per_s,
-            "pass_rate": s.pass_rate}[metric]  # fmt: skip
+    return {
+        "latency": s.latency_p50_ms,
+        "ttft": s.ttft_p50_ms,
+        "tokens_per_s": s.tokens_per_s,
+        "pass_rate": s.pass_rate,
+    }[metric]
 
 
 def _flag(metric: str, value: float, history: list[float]) -> float | None:
@@ -182,13 +202,22 @@ def find_cause(home: KennelHome, run: RunSummary, previous: RunSummary | None) -
     except (NotInStoreError, InvalidOptionError, ValueError):
         return None
     start = previous.started_at if previous else ""
-    changes = [e for e in events if start <= e.at <= run.started_at and e.action in
-               ("pull", "import", "create", "tag", "rollback")]  # fmt: skip
+    changes = [
+        e
+        for e in events
+        if start <= e.at <= run.started_at and e.action in ("pull", "import", "create", "tag", "rollback")
+    ]
     return changes[-1] if changes else None
 
 
-def report(home: KennelHome, conn: sqlite3.Connection, *, since: str | None = None, model: str | None = None,
-           baseline_run: str | None = None) -> tuple[list[RunSummary], list[Regression]]:  # fmt: skip
+def report(
+    home: KennelHome,
+    conn: sqlite3.Connection,
+    *,
+    since: str | None = None,
+    model: str | None = None,
+    baseline_run: str | None = None,
+) -> tuple[list[RunSummary], list[Regression]]:
     runs = summaries(conn, since=since, model=model)
     found = []
     for run, metric, value, base in regressions(runs, baseline_run=baseline_run):

@@ -28,9 +28,20 @@ from kennel.settings import KennelHome
 from kennel.store import db
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "ts", "run_id", "target", "model", "model_version", "prompt_id", "ttft_ms", "latency_ms",
-    "output_tokens", "tokens_per_s", "passed", "failed_assertions", "error",
-)  # fmt: skip
+    "ts",
+    "run_id",
+    "target",
+    "model",
+    "model_version",
+    "prompt_id",
+    "ttft_ms",
+    "latency_ms",
+    "output_tokens",
+    "tokens_per_s",
+    "passed",
+    "failed_assertions",
+    "error",
+)
 
 MIGRATIONS: db.Migrations = (
     (
@@ -89,12 +100,20 @@ def _one_line(text: str | None) -> str:
 def csv_row(info: RunInfo, result: PromptResult) -> dict[str, str]:
     r = result.response
     return {
-        "ts": result.ts, "run_id": info.run_id, "target": info.target, "model": info.model,
-        "model_version": info.model_version, "prompt_id": result.prompt_id, "ttft_ms": _num(r.ttft_ms, 1),
-        "latency_ms": _num(r.latency_ms, 1), "output_tokens": "" if r.output_tokens is None else str(r.output_tokens),
-        "tokens_per_s": _num(r.tokens_per_s, 2), "passed": "true" if result.passed else "false",
-        "failed_assertions": _one_line("; ".join(result.failed_assertions)), "error": _one_line(r.error),
-    }  # fmt: skip
+        "ts": result.ts,
+        "run_id": info.run_id,
+        "target": info.target,
+        "model": info.model,
+        "model_version": info.model_version,
+        "prompt_id": result.prompt_id,
+        "ttft_ms": _num(r.ttft_ms, 1),
+        "latency_ms": _num(r.latency_ms, 1),
+        "output_tokens": "" if r.output_tokens is None else str(r.output_tokens),
+        "tokens_per_s": _num(r.tokens_per_s, 2),
+        "passed": "true" if result.passed else "false",
+        "failed_assertions": _one_line("; ".join(result.failed_assertions)),
+        "error": _one_line(r.error),
+    }
 
 
 @contextmanager
@@ -131,8 +150,10 @@ def append_csv(path: Path, rows: Sequence[dict[str, str]]) -> None:
         if new:
             _fsync_dir(path.parent)
     except OSError as exc:
-        raise KennelError(f"Cannot write the checkup results to {path}: {exc}.",
-                          hint="Free disk space or fix the permissions, or give another file with --csv.") from exc  # fmt: skip
+        raise KennelError(
+            f"Cannot write the checkup results to {path}: {exc}.",
+            hint="Free disk space or fix the permissions, or give another file with --csv.",
+        ) from exc
 
 
 def _check_header(path: Path) -> None:
@@ -169,9 +190,20 @@ def record(info: RunInfo, results: Sequence[PromptResult], *, csv_path: Path, db
                 resp = r.response
                 conn.execute(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (info.run_id, r.prompt_id, r.ts, resp.ttft_ms, resp.latency_ms, resp.output_tokens,
-                     resp.tokens_per_s, int(r.passed), r.score.ratio, json.dumps(list(r.failed_assertions)),
-                     resp.error or "", resp.text),
-                )  # fmt: skip
+                    (
+                        info.run_id,
+                        r.prompt_id,
+                        r.ts,
+                        resp.ttft_ms,
+                        resp.latency_ms,
+                        resp.output_tokens,
+                        resp.tokens_per_s,
+                        int(r.passed),
+                        r.score.ratio,
+                        json.dumps(list(r.failed_assertions)),
+                        resp.error or "",
+                        resp.text,
+                    ),
+                )
     finally:
         conn.close()

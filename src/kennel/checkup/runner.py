@@ -14,7 +14,6 @@ number of content chunks (one token each on llama.cpp-based servers).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -99,9 +98,13 @@ def _auth(api_key: str | None) -> dict[str, str]:
 
 
 def url_target(
-    url: str, *, model: str | None = None, api_key: str | None = None, client: httpx.Client | None = None,
+    url: str,
+    *,
+    model: str | None = None,
+    api_key: str | None = None,
+    client: httpx.Client | None = None,
     timeout: float = 30.0,
-) -> Target:  # fmt: skip
+) -> Target:
     """Any OpenAI-compatible endpoint. Without ``model``: the one model its /models lists (a
     server listing several is a usage error); if it cannot be asked, "" (the prompts will then
     fail with the server's own error)."""
@@ -143,9 +146,12 @@ def _client(client: httpx.Client | None) -> httpx.Client | _Borrowed:
 # ---- one prompt -----------------------------------------------------------------------------
 def request_body(prompt: PromptCase, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": model, "messages": [m.model_dump() for m in prompt.messages], "temperature": prompt.temperature,
-        "stream": True, "stream_options": {"include_usage": True},
-    }  # fmt: skip
+        "model": model,
+        "messages": [m.model_dump() for m in prompt.messages],
+        "temperature": prompt.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if prompt.max_tokens is not None:
         body["max_tokens"] = prompt.max_tokens
     if prompt.seed is not None:
@@ -212,9 +218,14 @@ class _Answer:
             speed = (tokens - 1) / ((latency - ttft) / 1000)
         elif tokens >= 1 and latency > 0:
             speed = tokens / (latency / 1000)
-        return Response(text="".join(self.pieces), ttft_ms=ttft, latency_ms=latency,
-                        output_tokens=tokens if error is None or tokens else None,
-                        tokens_per_s=speed, error=error)  # fmt: skip
+        return Response(
+            text="".join(self.pieces),
+            ttft_ms=ttft,
+            latency_ms=latency,
+            output_tokens=tokens if error is None or tokens else None,
+            tokens_per_s=speed,
+            error=error,
+        )
 
 
 def _timeout(seconds: float) -> httpx.Timeout:
@@ -223,17 +234,26 @@ def _timeout(seconds: float) -> httpx.Timeout:
 
 
 def ask(
-    client: httpx.Client, target: Target, prompt: PromptCase, *, timeout: float = DEFAULT_TIMEOUT,
+    client: httpx.Client,
+    target: Target,
+    prompt: PromptCase,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
     clock: Callable[[], float] = time.perf_counter,
-) -> Response:  # fmt: skip
+) -> Response:
     """One streamed chat completion, measured; failures come back as ``Response.error``."""
     headers = {"Accept": "text/event-stream", **_auth(target.api_key)}
     t0 = clock()
     answer = _Answer(t0)
     error: str | None = None
     try:
-        with client.stream("POST", target.chat_url, json=request_body(prompt, target.model), headers=headers,
-                           timeout=_timeout(timeout)) as r:  # fmt: skip
+        with client.stream(
+            "POST",
+            target.chat_url,
+            json=request_body(prompt, target.model),
+            headers=headers,
+            timeout=_timeout(timeout),
+        ) as r:
             if r.status_code >= 400:
                 r.read()
                 error = f"HTTP {r.status_code}: {_error_message(r)}"
@@ -264,10 +284,19 @@ def ask(
 
 def warm_up(client: httpx.Client, target: Target, *, timeout: float = DEFAULT_TIMEOUT) -> None:
     """One token, not measured: a server that loads models on first use (kennel serve does)
-    must not charge the load to the first prompt. Failures are left to the real prompts."""
+    must not charge the load to the first prompt. A refused key stops the run here, before
+    anything is recorded: it is the caller's mistake, not the model's regression. Other failures
+    are left to the real prompts."""
     body = {"model": target.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-    with contextlib.suppress(httpx.HTTPError):
-        client.post(target.chat_url, json=body, headers=_auth(target.api_key), timeout=_timeout(timeout))
+    try:
+        r = client.post(target.chat_url, json=body, headers=_auth(target.api_key), timeout=_timeout(timeout))
+    except httpx.HTTPError:
+        return
+    if r.status_code in (401, 403):
+        raise InvalidOptionError(
+            f"{target.label} refused the request (HTTP {r.status_code}: {_error_message(r)}); nothing was recorded.",
+            hint="Give an API key that may use this model: --key KEY (or KENNEL_API_KEY).",
+        )
 
 
 # ---- a suite --------------------------------------------------------------------------------
@@ -331,14 +360,25 @@ class RunResult:
 
 
 def run_suite(
-    suite: Suite, target: Target, *, client: httpx.Client | None = None, timeout: float = DEFAULT_TIMEOUT,
-    warmup: bool = True, on_result: Callable[[RunInfo, PromptResult], None] | None = None,
+    suite: Suite,
+    target: Target,
+    *,
+    client: httpx.Client | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    warmup: bool = True,
+    on_result: Callable[[RunInfo, PromptResult], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
-) -> RunResult:  # fmt: skip
+) -> RunResult:
     """Every prompt of ``suite``, in order; ``on_result`` is called after each (to record it at
     once, so a crash mid-run loses nothing already measured)."""
-    info = RunInfo(run_id=new_run_id(), started_at=utcnow(), suite=suite.name, target=target.label,
-                   model=target.model, model_version=target.model_version)  # fmt: skip
+    info = RunInfo(
+        run_id=new_run_id(),
+        started_at=utcnow(),
+        suite=suite.name,
+        target=target.label,
+        model=target.model,
+        model_version=target.model_version,
+    )
     results: list[PromptResult] = []
     with _client(client) as c:
         if warmup:
@@ -346,8 +386,12 @@ def run_suite(
         for prompt in suite.prompts:
             ts = utcnow()
             response = ask(c, target, prompt, timeout=timeout, clock=clock)
-            result = PromptResult(prompt.id, ts, response,
-                                  score(prompt.assertions(), response, threshold=suite.threshold_for(prompt)))  # fmt: skip
+            result = PromptResult(
+                prompt.id,
+                ts,
+                response,
+                score(prompt.assertions(), response, threshold=suite.threshold_for(prompt)),
+            )
             results.append(result)
             if on_result is not None:
                 on_result(info, result)

@@ -23,8 +23,10 @@ TAG = "# kennel-checkup:"
 
 def check_cron(expr: str) -> str:
     if not croniter.is_valid(expr):
-        raise InvalidOptionError(f"{expr!r} is not a cron expression.",
-                                 hint='Five fields: minute hour day month weekday, e.g. "0 7 * * *" for 07:00 daily.')  # fmt: skip
+        raise InvalidOptionError(
+            f"{expr!r} is not a cron expression.",
+            hint='Five fields: minute hour day month weekday, e.g. "0 7 * * *" for 07:00 daily.',
+        )
     return expr
 
 
@@ -58,8 +60,10 @@ def install_crontab(name: str, line: str | None) -> str:
     """Write the user's crontab with the entry installed (or removed); returns the new crontab."""
     exe = shutil.which("crontab")
     if exe is None:
-        raise InvalidOptionError("There is no `crontab` command on this machine.",
-                                 hint="Use --systemd to print a systemd timer instead.")  # fmt: skip
+        raise InvalidOptionError(
+            "There is no `crontab` command on this machine.",
+            hint="Use --systemd to print a systemd timer instead.",
+        )
     current = subprocess.run([exe, "-l"], capture_output=True, text=True, timeout=30)
     text = current.stdout if current.returncode == 0 else ""  # "no crontab for user" is exit 1
     new = merged_crontab(text, name, line)
@@ -79,10 +83,14 @@ def systemd_units(name: str, expr: str, args: list[str]) -> tuple[str, str]:
     days = "" if dow == "*" else f"{_weekdays(dow)} "
     calendar = f"{days}*-{f(month)}-{f(dom)} {f(hour)}:{f(minute)}:00"
     env = f"Environment=KENNEL_HOME={os.environ['KENNEL_HOME']}\n" if os.environ.get("KENNEL_HOME") else ""
-    service = (f"[Unit]\nDescription=kennel checkup {name}\n\n[Service]\nType=oneshot\n{env}"
-               f"ExecStart={command_line(args)}\n")  # fmt: skip
-    timer = (f"[Unit]\nDescription=kennel checkup {name} on schedule\n\n[Timer]\nOnCalendar={calendar}\n"
-             "Persistent=true\n\n[Install]\nWantedBy=timers.target\n")  # fmt: skip
+    service = (
+        f"[Unit]\nDescription=kennel checkup {name}\n\n[Service]\nType=oneshot\n{env}"
+        f"ExecStart={command_line(args)}\n"
+    )
+    timer = (
+        f"[Unit]\nDescription=kennel checkup {name} on schedule\n\n[Timer]\nOnCalendar={calendar}\n"
+        "Persistent=true\n\n[Install]\nWantedBy=timers.target\n"
+    )
     return service, timer
 
 

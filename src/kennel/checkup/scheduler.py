@@ -28,8 +28,10 @@ def failure_text(run: RunResult, subject: str) -> str:
     failed = run.failures
     if not failed:
         return f"{subject}: all {len(run.results)} prompts passed (run {run.info.run_id})."
-    lines = [f"{subject}: {len(failed)} of {len(run.results)} prompts failed (run {run.info.run_id}"
-             f"{', model version ' + run.info.model_version if run.info.model_version else ''})."]  # fmt: skip
+    lines = [
+        f"{subject}: {len(failed)} of {len(run.results)} prompts failed (run {run.info.run_id}"
+        f"{', model version ' + run.info.model_version if run.info.model_version else ''})."
+    ]
     lines += [f"- {r.prompt_id}: {r.summary()}" for r in failed[:10]]
     if len(failed) > 10:
         lines.append(f"- … and {len(failed) - 10} more")
@@ -49,16 +51,22 @@ def alert_after_run(
         delivered = deliver(alert, channels, state=state) if alert is not None and channels else []
         # a regression (slower, or passing less, than this model's baseline) alerts on its own
         flagged = regression_text(run, home)
-        reg = state.observe(f"regression on {run.info.model}", flagged is not None, threshold=1,
-                            text=flagged or f"{run.info.model} is back within its baseline.")  # fmt: skip
+        reg = state.observe(
+            f"regression on {run.info.model}",
+            flagged is not None,
+            threshold=1,
+            text=flagged or f"{run.info.model} is back within its baseline.",
+        )
         if reg is not None and channels:
             delivered += deliver(reg, channels, state=state)
     return {
         "subject": subject,
         "alert": None if alert is None else dataclasses.asdict(alert),
-        "deliveries": [{"channel": d.channel.label, "ok": d.ok, "attempts": d.attempts, "error": d.error}
-                       for d in delivered],
-    }  # fmt: skip
+        "deliveries": [
+            {"channel": d.channel.label, "ok": d.ok, "attempts": d.attempts, "error": d.error}
+            for d in delivered
+        ],
+    }
 
 
 def regression_text(run: RunResult, home: KennelHome) -> str | None:

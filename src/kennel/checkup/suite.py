@@ -123,8 +123,10 @@ def parse_suite(text: str, *, source: str = "suite") -> Suite:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidOptionError(f"{source} is not valid YAML: {exc}",
-                                 hint="Check the indentation and quoting near the line shown.") from exc  # fmt: skip
+        raise InvalidOptionError(
+            f"{source} is not valid YAML: {exc}",
+            hint="Check the indentation and quoting near the line shown.",
+        ) from exc
     if not isinstance(doc, dict):
         raise InvalidOptionError(f"{source} must be a YAML mapping with name and prompts.", hint=_HINT)
     try:
@@ -150,8 +152,10 @@ def load_suite(path: Path) -> Suite:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidOptionError(f"Cannot read the suite {path}: {exc}.",
-                                 hint="Give a YAML file with --suite, or leave it out for the default suite.") from exc  # fmt: skip
+        raise InvalidOptionError(
+            f"Cannot read the suite {path}: {exc}.",
+            hint="Give a YAML file with --suite, or leave it out for the default suite.",
+        ) from exc
     return parse_suite(text, source=str(path))
 
 

@@ -20,11 +20,28 @@ from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, parse_count
 
 LANGUAGES = {
-    "en": "English", "zh": "Chinese", "vi": "Vietnamese", "de": "German", "fr": "French", "es": "Spanish",
-    "it": "Italian", "pt": "Portuguese", "th": "Thai", "ja": "Japanese", "ko": "Korean", "ar": "Arabic",
-    "ru": "Russian", "tr": "Turkish", "id": "Indonesian", "hi": "Hindi", "ms": "Malay", "nl": "Dutch",
-    "pl": "Polish", "sv": "Swedish", "uk": "Ukrainian",
-}  # fmt: skip
+    "en": "English",
+    "zh": "Chinese",
+    "vi": "Vietnamese",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "th": "Thai",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "ru": "Russian",
+    "tr": "Turkish",
+    "id": "Indonesian",
+    "hi": "Hindi",
+    "ms": "Malay",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "sv": "Swedish",
+    "uk": "Ukrainian",
+}
 
 
 class LicenseFilter(StrEnum):
@@ -66,20 +83,35 @@ def _params(e: CatalogEntry) -> str:
 def entry_dict(e: CatalogEntry, *, details: bool = False) -> dict[str, Any]:
     lic = license_of(e)
     doc: dict[str, Any] = {
-        "name": e.name, "title": e.title, "family": e.family, "hf_repo": e.hf_repo,
-        "params_b": e.params_b, "active_params_b": e.active_params_b, "released": e.released,
-        "license": {"key": e.license, **lic.model_dump()}, "openness": e.openness,
-        "languages": list(e.languages), "tasks": list(e.tasks),
-    }  # fmt: skip
+        "name": e.name,
+        "title": e.title,
+        "family": e.family,
+        "hf_repo": e.hf_repo,
+        "params_b": e.params_b,
+        "active_params_b": e.active_params_b,
+        "released": e.released,
+        "license": {"key": e.license, **lic.model_dump()},
+        "openness": e.openness,
+        "languages": list(e.languages),
+        "tasks": list(e.tasks),
+    }
     if details:
         s = e.shape()
         doc["shape"] = {
-            "arch": s.arch, "n_params": s.n_params, "n_params_active": s.n_params_active, "n_layer": s.n_layer,
-            "n_embd": s.n_embd, "n_head": s.n_head[0] if s.n_head else 0,
-            "n_head_kv": s.n_head_kv[0] if s.n_head_kv else 0, "head_dim": s.head_dim_k,
-            "n_ctx_train": s.n_ctx_train, "n_vocab": s.n_vocab, "n_expert": s.n_expert,
-            "n_expert_used": s.n_expert_used, "sliding_window": s.n_swa,
-        }  # fmt: skip
+            "arch": s.arch,
+            "n_params": s.n_params,
+            "n_params_active": s.n_params_active,
+            "n_layer": s.n_layer,
+            "n_embd": s.n_embd,
+            "n_head": s.n_head[0] if s.n_head else 0,
+            "n_head_kv": s.n_head_kv[0] if s.n_head_kv else 0,
+            "head_dim": s.head_dim_k,
+            "n_ctx_train": s.n_ctx_train,
+            "n_vocab": s.n_vocab,
+            "n_expert": s.n_expert,
+            "n_expert_used": s.n_expert_used,
+            "sliding_window": s.n_swa,
+        }
         doc["gguf_files"] = [
             {"quant": f.quant, "repo": f.repo, "file": f.file, "size_bytes": f.size} for f in e.gguf_files()
         ]
@@ -150,12 +182,22 @@ def show(
 def _pick_dict(p: Pick, rank: int) -> dict[str, Any]:
     o = p.option
     return {
-        "rank": rank, "model": p.entry.name, "quant": o.quant, "ref": f"{p.entry.name}:{o.quant}",
-        "quality_b": round(p.quality_b, 2), "fits": o.fits, "gpu_layers": o.placement.gpu_layers,
-        "n_layers": o.placement.n_layers, "total_bytes": o.memory.total,
-        "decode_tok_s": round(o.decode_tok_s.expected, 2), "prefill_tok_s": round(o.prefill_tok_s.expected, 2),
-        "readable": p.readable, "license": p.entry.license, "commercial": p.license.commercial, "reason": p.reason,
-    }  # fmt: skip
+        "rank": rank,
+        "model": p.entry.name,
+        "quant": o.quant,
+        "ref": f"{p.entry.name}:{o.quant}",
+        "quality_b": round(p.quality_b, 2),
+        "fits": o.fits,
+        "gpu_layers": o.placement.gpu_layers,
+        "n_layers": o.placement.n_layers,
+        "total_bytes": o.memory.total,
+        "decode_tok_s": round(o.decode_tok_s.expected, 2),
+        "prefill_tok_s": round(o.prefill_tok_s.expected, 2),
+        "readable": p.readable,
+        "license": p.entry.license,
+        "commercial": p.license.commercial,
+        "reason": p.reason,
+    }
 
 
 def recommend_dict(r: Recommendation) -> dict[str, Any]:
@@ -174,16 +216,32 @@ def recommend_dict(r: Recommendation) -> dict[str, Any]:
 
 def _picks_table(picks: tuple[Pick, ...]) -> Table:
     t = Table(header_style="bold", box=None, pad_edge=False)
-    for col, just in (("#", "right"), ("model", "left"), ("quant", "left"), ("quality", "right"),
-                      ("memory", "right"), ("where", "left"), ("tok/s", "right"), ("licence", "left")):  # fmt: skip
+    for col, just in (
+        ("#", "right"),
+        ("model", "left"),
+        ("quant", "left"),
+        ("quality", "right"),
+        ("memory", "right"),
+        ("where", "left"),
+        ("tok/s", "right"),
+        ("licence", "left"),
+    ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for i, p in enumerate(picks, 1):
         o = p.option
         where = {"gpu": "GPU", "cpu": "CPU", "partial": "GPU+RAM"}[o.fits]
         speed = f"{o.decode_tok_s.expected:.1f}" if p.readable else f"[red]{o.decode_tok_s.expected:.1f}[/]"
         use = {"yes": "", "conditional": " [yellow](conditions)[/]", "no": " [red](non-commercial)[/]"}
-        t.add_row(str(i), p.entry.name, o.quant, f"{p.quality_b:.1f}B", fmt_bytes(o.memory.total), where, speed,
-                  p.license.name + use[p.license.commercial])  # fmt: skip
+        t.add_row(
+            str(i),
+            p.entry.name,
+            o.quant,
+            f"{p.quality_b:.1f}B",
+            fmt_bytes(o.memory.total),
+            where,
+            speed,
+            p.license.name + use[p.license.commercial],
+        )
     return t
 
 
@@ -220,12 +278,25 @@ def recommend_cmd(
         home, hw, calibration.backend_of(hw, 1 if hw.llama is None or hw.llama.gpu_offload else 0)
     )
     with status("Sizing every catalog model…", enabled=not json_out):
-        r = recommend(hw, task=task, lang=lang, commercial=license_ != LicenseFilter.any, ctx=ctx_tokens, top=top,
-                      with_upgrade=upgrade, calibration=cal)  # fmt: skip
+        r = recommend(
+            hw,
+            task=task,
+            lang=lang,
+            commercial=license_ != LicenseFilter.any,
+            ctx=ctx_tokens,
+            top=top,
+            with_upgrade=upgrade,
+            calibration=cal,
+        )
     if license_ == LicenseFilter.open_source:
         allowed = {e.name for e in _filtered(task, lang, license_)}
-        r = Recommendation(r.hardware, tuple(p for p in r.picks if p.entry.name in allowed), r.upgrade,
-                           tuple(p for p in r.upgrade_picks if p.entry.name in allowed), len(allowed))  # fmt: skip
+        r = Recommendation(
+            r.hardware,
+            tuple(p for p in r.picks if p.entry.name in allowed),
+            r.upgrade,
+            tuple(p for p in r.upgrade_picks if p.entry.name in allowed),
+            len(allowed),
+        )
     if json_out:
         print_json("recommend", recommend_dict(r))
         return

@@ -47,8 +47,10 @@ def _target(
 ) -> Target:
     if target is not None and url is None:
         if model is not None:
-            raise InvalidOptionError("--model goes with --url; with --target the model is the target.",
-                                     hint="kennel checkup run --target NAME[:TAG|@VERSION]")  # fmt: skip
+            raise InvalidOptionError(
+                "--model goes with --url; with --target the model is the target.",
+                hint="kennel checkup run --target NAME[:TAG|@VERSION]",
+            )
         return local_target(target, home=home, api_key=key)
     if url is not None and target is None:
         return url_target(url, model=model, api_key=key)
@@ -91,17 +93,32 @@ def _table(run: RunResult) -> Table:
     for r in run.results:
         resp = r.response
         why = escape(f"error: {r.error}" if r.error else "; ".join(r.failed_assertions))
-        t.add_row(r.prompt_id, "[green]yes[/]" if r.passed else "[red]no[/]", _ms(resp.ttft_ms),
-                  _ms(resp.latency_ms), "-" if resp.tokens_per_s is None else f"{resp.tokens_per_s:.1f}", why)  # fmt: skip
+        t.add_row(
+            r.prompt_id,
+            "[green]yes[/]" if r.passed else "[red]no[/]",
+            _ms(resp.ttft_ms),
+            _ms(resp.latency_ms),
+            "-" if resp.tokens_per_s is None else f"{resp.tokens_per_s:.1f}",
+            why,
+        )
     return t
 
 
 def _result_dict(r: PromptResult) -> dict[str, Any]:
     resp = r.response
-    return {"prompt_id": r.prompt_id, "ts": r.ts, "passed": r.passed, "score": r.score.ratio,
-            "ttft_ms": resp.ttft_ms, "latency_ms": resp.latency_ms, "output_tokens": resp.output_tokens,
-            "tokens_per_s": resp.tokens_per_s, "failed_assertions": list(r.failed_assertions),
-            "error": resp.error, "answer": resp.text}  # fmt: skip
+    return {
+        "prompt_id": r.prompt_id,
+        "ts": r.ts,
+        "passed": r.passed,
+        "score": r.score.ratio,
+        "ttft_ms": resp.ttft_ms,
+        "latency_ms": resp.latency_ms,
+        "output_tokens": resp.output_tokens,
+        "tokens_per_s": resp.tokens_per_s,
+        "failed_assertions": list(r.failed_assertions),
+        "error": resp.error,
+        "answer": resp.text,
+    }
 
 
 @checkup_app.command("run")
@@ -160,9 +177,11 @@ def run_cmd(
             err_console().print(f"{mark} {result.prompt_id}{why}")
 
     if not json_out:
-        err_console().print(f"Checkup [bold]{escape(suite.name)}[/] ({len(suite.prompts)} prompts) on "
-                            f"[bold]{escape(tgt.model or '?')}[/] at {escape(tgt.label)}"
-                            f"{' (' + tgt.model_version + ')' if tgt.model_version else ''}")  # fmt: skip
+        err_console().print(
+            f"Checkup [bold]{escape(suite.name)}[/] ({len(suite.prompts)} prompts) on "
+            f"[bold]{escape(tgt.model or '?')}[/] at {escape(tgt.label)}"
+            f"{' (' + tgt.model_version + ')' if tgt.model_version else ''}"
+        )
     run = run_suite(suite, tgt, timeout=timeout, warmup=warmup, on_result=recorded)
     alerts = (
         alert_after_run(run, suite, channels, fail_threshold or 1, home)
@@ -171,10 +190,19 @@ def run_cmd(
     )
     passed = sum(r.passed for r in run.results)
     if json_out:
-        print_json("checkup.run", {"run": dataclasses.asdict(run.info), "passed": run.passed,
-                                   "prompts": len(run.results), "prompts_passed": passed,
-                                   "csv": str(csv_file), "db": str(db_file),
-                                   "results": [_result_dict(r) for r in run.results], "alerts": alerts})  # fmt: skip
+        print_json(
+            "checkup.run",
+            {
+                "run": dataclasses.asdict(run.info),
+                "passed": run.passed,
+                "prompts": len(run.results),
+                "prompts_passed": passed,
+                "csv": str(csv_file),
+                "db": str(db_file),
+                "results": [_result_dict(r) for r in run.results],
+                "alerts": alerts,
+            },
+        )
     else:
         out = console()
         out.print(_table(run))
@@ -217,27 +245,58 @@ def report_cmd(
     if png is not None:
         rep.chart(runs, regs, png)
     if json_out:
-        print_json("checkup.report", {
-            "runs": [dataclasses.asdict(r) for r in runs],
-            "regressions": [{"run_id": g.run.run_id, "model": g.run.model, "metric": g.metric, "value": g.value,
-                             "baseline": g.baseline, "message": g.describe()} for g in regs],
-            "undelivered_alerts": [{"subject": u.alert.subject, "kind": u.alert.kind, "at": u.alert.at,
-                                    "channel": u.channel, "error": u.error} for u in lost],
-            "png": str(png) if png else None})  # fmt: skip
+        print_json(
+            "checkup.report",
+            {
+                "runs": [dataclasses.asdict(r) for r in runs],
+                "regressions": [
+                    {
+                        "run_id": g.run.run_id,
+                        "model": g.run.model,
+                        "metric": g.metric,
+                        "value": g.value,
+                        "baseline": g.baseline,
+                        "message": g.describe(),
+                    }
+                    for g in regs
+                ],
+                "undelivered_alerts": [
+                    {
+                        "subject": u.alert.subject,
+                        "kind": u.alert.kind,
+                        "at": u.alert.at,
+                        "channel": u.channel,
+                        "error": u.error,
+                    }
+                    for u in lost
+                ],
+                "png": str(png) if png else None,
+            },
+        )
         return
     out = console()
     t = Table(header_style="bold", box=None, pad_edge=False)
     for col in ("started", "model", "version", "prompts", "pass", "p50 latency", "p50 TTFT", "tok/s"):
         t.add_column(col, justify="right" if col not in ("started", "model", "version") else "left")
     for r in runs:
-        t.add_row(r.started_at[:16], escape(r.model), r.model_version or "-", str(r.prompts), f"{r.pass_rate:.0%}",
-                  _ms(r.latency_p50_ms), _ms(r.ttft_p50_ms), f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-")  # fmt: skip
+        t.add_row(
+            r.started_at[:16],
+            escape(r.model),
+            r.model_version or "-",
+            str(r.prompts),
+            f"{r.pass_rate:.0%}",
+            _ms(r.latency_p50_ms),
+            _ms(r.ttft_p50_ms),
+            f"{r.tokens_per_s:.1f}" if r.tokens_per_s else "-",
+        )
     out.print(t if runs else "No checkup runs in this period. Run one: kennel checkup run --target MODEL")
     for g in regs:
         out.print(f"[red]regression[/]: {escape(g.describe())}")
     for u in lost:
-        out.print(f"[yellow]undelivered alert[/]: {u.alert.kind} {escape(u.alert.subject)} at {u.alert.at}"
-                  f" via {u.channel or 'no channel'}: {escape(u.error or '')}")  # fmt: skip
+        out.print(
+            f"[yellow]undelivered alert[/]: {u.alert.kind} {escape(u.alert.subject)} at {u.alert.at}"
+            f" via {u.channel or 'no channel'}: {escape(u.error or '')}"
+        )
     if png is not None:
         out.print(f"Chart: {png}")
 
@@ -265,9 +324,12 @@ def schedule_cmd(
     run_args = list(args or [])
     if systemd:
         service, timer = sch.systemd_units(name, cron, run_args)
-        console().print(f"# ~/.config/systemd/user/kennel-checkup-{name}.service\n{service}\n"
-                        f"# ~/.config/systemd/user/kennel-checkup-{name}.timer\n{timer}\n"
-                        f"# then: systemctl --user enable --now kennel-checkup-{name}.timer", markup=False)  # fmt: skip
+        console().print(
+            f"# ~/.config/systemd/user/kennel-checkup-{name}.service\n{service}\n"
+            f"# ~/.config/systemd/user/kennel-checkup-{name}.timer\n{timer}\n"
+            f"# then: systemctl --user enable --now kennel-checkup-{name}.timer",
+            markup=False,
+        )
         return
     line = None if remove else sch.crontab_line(name, cron, run_args)
     sch.install_crontab(name, line)

@@ -12,6 +12,7 @@ from gguf import LlamaFileType
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from kennel.catalog.resolve import resolve
 from kennel.cli import hardware_opts as ho
 from kennel.cli.output import console, err_console, print_json, status
 from kennel.errors import InvalidOptionError
@@ -22,7 +23,6 @@ from kennel.fit.quant import scheme, tensor_types
 from kennel.fit.serialize import report_dict
 from kennel.fit.serving import default_threads, serve_parallel, with_threads
 from kennel.fit.speed import Range
-from kennel.model.resolve import resolve
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, fmt_rate, parse_count
 
@@ -257,9 +257,12 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
         )
     )
     t = Table(header_style="bold", box=None, pad_edge=False)
+    # llama.cpp's repacked copies of CPU weights (x86 AVX2, ARM): a column only where there are any
+    repack = any(o.memory.repack for o in r.options)
     for col, just in (
         ("quant", "left"),
         ("weights", "right"),
+        *((("repack", "right"),) if repack else ()),
         ("KV cache", "right"),
         ("compute", "right"),
         ("overhead", "right"),
@@ -269,7 +272,7 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
         ("decode tok/s", "right"),
         ("prefill tok/s", "right"),
     ):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+        t.add_column(col, justify=just)
     for o in r.options:
         m = o.memory
         name = o.quant + (" (file)" if o.is_file else "")
@@ -278,6 +281,7 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
         t.add_row(
             name,
             fmt_bytes(m.weights),
+            *((fmt_bytes(m.repack) if o.kind == "gguf" else "-",) if repack else ()),
             fmt_bytes(m.kv_cache),
             fmt_bytes(m.compute),
             fmt_bytes(m.overhead),

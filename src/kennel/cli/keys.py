@@ -60,8 +60,9 @@ def create(
     """Create an API key. Its secret is printed once: kennel keeps only a hash of it."""
     when = parse_expires(expires) if expires is not None else None
     with open_keys() as keys:
-        key, secret = keys.create(name, models=[*(model or []), *([models] if models else [])],
-                                  rpm=rpm, expires=when, guard=guard)  # fmt: skip
+        key, secret = keys.create(
+            name, models=[*(model or []), *([models] if models else [])], rpm=rpm, expires=when, guard=guard
+        )
     if json_out:
         print_json("keys.create", {"key": key.to_dict(), "secret": secret})
         return

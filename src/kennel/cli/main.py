@@ -8,6 +8,7 @@ import sys
 import typer
 
 from kennel import __version__
+from kennel.cli import backup as backup_cmd
 from kennel.cli import catalog as catalog_cmd
 from kennel.cli import doctor as doctor_cmd
 from kennel.cli import fit as fit_cmd
@@ -49,6 +50,8 @@ app.command("diff")(versions_cmd.diff)
 app.command("serve")(serve_cmd.serve)
 app.command("ps")(serve_cmd.ps)
 app.command("run")(run_cmd.run)
+app.command("backup")(backup_cmd.backup_cmd)
+app.command("restore")(backup_cmd.restore_cmd)
 app.add_typer(keys_app, name="keys")
 app.add_typer(checkup_app, name="checkup")
 

@@ -55,6 +55,9 @@ def serve(
         min=0,
         help="RAM per model for prompts kept between requests, in MiB (default: one full context, at least 256).",
     ),
+    max_body_mib: int | None = typer.Option(
+        None, "--max-body", min=1, help="Largest request body in MiB (default 4); larger ones get 413."
+    ),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback bind without API keys."),
     log_content: bool = typer.Option(
         False, "--log-content", help="Log prompt and completion text (off by default)."
@@ -79,13 +82,15 @@ def serve(
         parallel=parallel,
         threads=threads,
         prompt_cache_mib=prompt_cache_mib,
+        max_body_mib=max_body_mib,
         insecure=insecure,
         log_content=log_content,
         guard=guard,
         guard_classifier=guard_classifier,
     )
-    home = KennelHome.from_env()
+    home = KennelHome.from_env().writable()  # keys, leases, logs: said now, not after the banner
     _check_security(settings, home)
+    _check_port(settings)
     app, specs = _build(settings, home)
     url = f"http://{settings.host}:{settings.port}"
     c = err_console()
@@ -101,8 +106,10 @@ def serve(
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
     import uvicorn
 
+    from kennel.server.connections import uvicorn_config
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 def _check_security(settings: ServeSettings, home: KennelHome) -> None:
@@ -120,6 +127,19 @@ def _check_security(settings: ServeSettings, home: KennelHome) -> None:
                 f"Refusing to serve on {settings.host} without API keys: anyone on the network could use it.",
                 hint="Create one with `kennel keys create NAME`, or pass --insecure if a proxy handles auth.",
             )
+
+
+def _check_port(settings: ServeSettings) -> None:
+    """Before anything loads: a port taken by another program is the user's to sort out."""
+    from kennel.doctor.checks import port_holder, port_is_free
+
+    if not port_is_free(settings.port, settings.host):
+        holder = port_holder(settings.port)
+        raise InvalidOptionError(
+            f"Port {settings.port} on {settings.host or 'every interface'} is already in use"
+            + (f" by {holder}." if holder else "."),
+            hint=f"Stop that program, or serve on another port: --port {settings.port + 1}.",
+        )
 
 
 def _check_checkups(settings: ServeSettings) -> None:

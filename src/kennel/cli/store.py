@@ -45,8 +45,15 @@ def byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
     if not enabled:
         yield lambda label, done, total: None
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=err_console(), transient=False)  # fmt: skip
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=False,
+    )
     tasks: dict[str, TaskID] = {}
 
     def update(label: str, done: int, total: int) -> None:
@@ -73,11 +80,18 @@ def _blob_if_kept(store: Store, digest: str) -> BlobInfo | None:
 def version_dict(v: VersionInfo, store: Store) -> dict[str, Any]:
     blobs = [b for d, _, _ in v.profile.blobs() if (b := _blob_if_kept(store, d)) is not None]
     return {
-        "model": v.model, "version": v.version, "tags": list(v.tags), "created_at": v.created_at, "actor": v.actor,
-        "message": v.message, "removed": v.removed, "size_bytes": sum(b.size for b in blobs),
-        "file": v.profile.base_file, "blobs": [{"digest": b.digest, "size": b.size, "kind": b.kind} for b in blobs],
+        "model": v.model,
+        "version": v.version,
+        "tags": list(v.tags),
+        "created_at": v.created_at,
+        "actor": v.actor,
+        "message": v.message,
+        "removed": v.removed,
+        "size_bytes": sum(b.size for b in blobs),
+        "file": v.profile.base_file,
+        "blobs": [{"digest": b.digest, "size": b.size, "kind": b.kind} for b in blobs],
         "profile": v.profile.model_dump(mode="json", exclude_none=True),
-    }  # fmt: skip
+    }
 
 
 def _default_quant(entry: CatalogEntry) -> str:
@@ -111,8 +125,10 @@ def pull_cmd(
         target = plan_pull(ref, file=file, revision=revision, name=name, default_quant=_default_quant)
     with open_store() as store:
         if not json_out:
-            err_console().print(f"Pulling [bold]{target.name}[/] from hf.co/{target.repo} ({fmt_bytes(target.size)}"
-                                f"{', ' + str(len(target.files)) + ' shards' if len(target.files) > 1 else ''})")  # fmt: skip
+            err_console().print(
+                f"Pulling [bold]{target.name}[/] from hf.co/{target.repo} ({fmt_bytes(target.size)}"
+                f"{', ' + str(len(target.files)) + ' shards' if len(target.files) > 1 else ''})"
+            )
         with byte_progress(not json_out) as progress:
             v = pull(store, target, message=message, progress=progress)
         _report_version(store, v, "pull", json_out)
@@ -123,8 +139,10 @@ def _report_version(store: Store, v: VersionInfo, kind: str, json_out: bool) -> 
         print_json(kind, {"version": version_dict(v, store)})
         return
     size = sum(store.blob(d).size for d, _, _ in v.profile.blobs())
-    console().print(f"[green]✓[/] {v.model}@{v.version} ({v.profile.base_file}, {fmt_bytes(size)}) "
-                    f"tagged {', '.join(v.tags) or '-'}. Versions: kennel ls {v.model}")  # fmt: skip
+    console().print(
+        f"[green]✓[/] {v.model}@{v.version} ({v.profile.base_file}, {fmt_bytes(size)}) "
+        f"tagged {', '.join(v.tags) or '-'}. Versions: kennel ls {v.model}"
+    )
 
 
 def import_cmd(
@@ -138,8 +156,13 @@ def import_cmd(
         if path.is_file() and tarfile.is_tarfile(path):
             v = bundle.import_bundle(store, path, name=name, message=message, progress=progress)
         else:
-            v = import_gguf(store, path, name=name, message=message,
-                            progress=lambda done: progress(path.name, done, path.stat().st_size))  # fmt: skip
+            v = import_gguf(
+                store,
+                path,
+                name=name,
+                message=message,
+                progress=lambda done: progress(path.name, done, path.stat().st_size),
+            )
         _report_version(store, v, "import", json_out)
 
 
@@ -159,8 +182,15 @@ def ls(
             t = _table("version", "tags", "file", "size", "created", "by", "message")
             for v in versions:
                 size = sum(store.blob(d).size for d, _, _ in v.profile.blobs()) if not v.removed else 0
-                t.add_row(f"@{v.version}" + (" [dim](removed)[/]" if v.removed else ""), ", ".join(v.tags),
-                          v.profile.base_file, fmt_bytes(size) if size else "-", v.created_at, v.actor, v.message)  # fmt: skip
+                t.add_row(
+                    f"@{v.version}" + (" [dim](removed)[/]" if v.removed else ""),
+                    ", ".join(v.tags),
+                    v.profile.base_file,
+                    fmt_bytes(size) if size else "-",
+                    v.created_at,
+                    v.actor,
+                    v.message,
+                )
             console().print(t)
             return
         rows: list[dict[str, Any]] = []
@@ -171,8 +201,17 @@ def ls(
                 continue
             latest = store.version(m, tags["latest"]) if "latest" in tags else live[-1]
             size = sum(b.size for b in {store.blob(d) for v in live for d, _, _ in v.profile.blobs()})
-            rows.append({"name": m, "tags": tags, "versions": len(live), "latest_version": latest.version,
-                         "file": latest.profile.base_file, "size_bytes": size, "updated_at": live[-1].created_at})  # fmt: skip
+            rows.append(
+                {
+                    "name": m,
+                    "tags": tags,
+                    "versions": len(live),
+                    "latest_version": latest.version,
+                    "file": latest.profile.base_file,
+                    "size_bytes": size,
+                    "updated_at": live[-1].created_at,
+                }
+            )
         if json_out:
             print_json("ls", {"models": rows})
             return
@@ -212,9 +251,15 @@ def rm(
     blobs that another version or model still uses."""
     with open_store() as store:
         plan = maintenance.plan_rm(store, ref)
-        doc = {"model": plan.model, "versions": list(plan.versions), "tags": list(plan.tags),
-               "blobs": [b.digest for b in plan.blobs], "freed_bytes": plan.freed_bytes,
-               "blocked": list(plan.blocked), "dry_run": dry_run}  # fmt: skip
+        doc = {
+            "model": plan.model,
+            "versions": list(plan.versions),
+            "tags": list(plan.tags),
+            "blobs": [b.digest for b in plan.blobs],
+            "freed_bytes": plan.freed_bytes,
+            "blocked": list(plan.blocked),
+            "dry_run": dry_run,
+        }
         if not dry_run:
             maintenance.execute_rm(store, plan, message=message)
         if json_out:
@@ -236,13 +281,21 @@ def gc(
         if not dry_run:
             maintenance.execute_gc(store, plan)
         if json_out:
-            print_json("gc", {"orphan_blobs": [d for d, _ in plan.orphan_blobs],
-                              "partial_files": [str(p) for p, _ in plan.partial_files],
-                              "freed_bytes": plan.freed_bytes, "dry_run": dry_run})  # fmt: skip
+            print_json(
+                "gc",
+                {
+                    "orphan_blobs": [d for d, _ in plan.orphan_blobs],
+                    "partial_files": [str(p) for p, _ in plan.partial_files],
+                    "freed_bytes": plan.freed_bytes,
+                    "dry_run": dry_run,
+                },
+            )
             return
         verb = "Would free" if dry_run else "Freed"
-        console().print(f"{verb} {fmt_bytes(plan.freed_bytes)}: {len(plan.orphan_blobs)} unused blob(s), "
-                        f"{len(plan.partial_files)} interrupted download(s).")  # fmt: skip
+        console().print(
+            f"{verb} {fmt_bytes(plan.freed_bytes)}: {len(plan.orphan_blobs)} unused blob(s), "
+            f"{len(plan.partial_files)} interrupted download(s)."
+        )
 
 
 def export(
@@ -255,8 +308,18 @@ def export(
         manifest = bundle.export_bundle(store, parse_ref(ref), out, progress=progress)
     size = out.stat().st_size
     if json_out:
-        print_json("export", {"bundle": str(out), "size_bytes": size, "model": manifest["model"],
-                              "version": manifest["version"], "blobs": manifest["blobs"]})  # fmt: skip
+        print_json(
+            "export",
+            {
+                "bundle": str(out),
+                "size_bytes": size,
+                "model": manifest["model"],
+                "version": manifest["version"],
+                "blobs": manifest["blobs"],
+            },
+        )
         return
-    console().print(f"[green]✓[/] {manifest['model']}@{manifest['version']} → {out} ({fmt_bytes(size)}). "
-                    f"On the other machine: kennel import {out.name}")  # fmt: skip
+    console().print(
+        f"[green]✓[/] {manifest['model']}@{manifest['version']} → {out} ({fmt_bytes(size)}). "
+        f"On the other machine: kennel import {out.name}"
+    )

@@ -33,8 +33,10 @@ def create(
     prompt + sampling + context). Tags other than those given stay where they are."""
     model = check_name(name)
     if file is None and from_ is None:
-        raise InvalidOptionError("Give a profile with -f FILE.yaml, or --from to start from a model or GGUF.",
-                                 hint="Example profile:  from: qwen2.5-0.5b\\n  system: You answer in Vietnamese.")  # fmt: skip
+        raise InvalidOptionError(
+            "Give a profile with -f FILE.yaml, or --from to start from a model or GGUF.",
+            hint="Example profile:  from: qwen2.5-0.5b\\n  system: You answer in Vietnamese.",
+        )
     spec = ProfileSpec.load(file) if file else ProfileSpec()
     with open_store() as store:
         profile = build_profile(

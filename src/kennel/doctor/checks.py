@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 from kennel.hardware.profile import HardwareProfile
 from kennel.settings import KennelHome
 from kennel.units import GiB, fmt_bytes
@@ -211,12 +213,36 @@ def check_ram(c: DoctorContext) -> Check:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
+    """Whether a server could listen on every address ``host`` stands for ("" or 0.0.0.0: all)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # an unknown host fails at bind time with its own message
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                s.bind(addr)
+            except OSError:
+                return False
     return True
+
+
+def port_holder(port: int) -> str | None:
+    """Which process listens on ``port``, when the system lets us see it: "kennel serve (pid 123)"."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            try:
+                proc = psutil.Process(c.pid)
+                cmd = " ".join(proc.cmdline()[:4]) or proc.name()
+            except psutil.Error:
+                cmd = "a process"
+            return f"{cmd} (pid {c.pid})"
+    return None
 
 
 def check_port(c: DoctorContext) -> Check:
@@ -225,7 +251,7 @@ def check_port(c: DoctorContext) -> Check:
         return Check(
             "serving port",
             "fail",
-            f"127.0.0.1:{c.port} is already in use.",
+            f"127.0.0.1:{c.port} is already in use" + (f" by {h}." if (h := port_holder(c.port)) else "."),
             f"stop the program using it (e.g. `ss -ltnp | grep {c.port}`), or serve on another port with --port",
         )
     return Check("serving port", "ok", f"127.0.0.1:{c.port} is free.")

@@ -82,15 +82,14 @@ class LlamaBuffers:
         return cls(**{k: dict(v) for k, v in found.items()})
 
     def memory(self) -> Memory:
-        """RAM and VRAM per GPU. On x86 llama.cpp copies some weights into a CPU_REPACK buffer
-        while the mapped file still spans them; the mapped pages of those tensors are clean and
-        never read again, so the copy replaces them rather than adding to them."""
+        """RAM and VRAM per GPU, every buffer counted. On x86 and ARM llama.cpp copies the
+        weights the CPU multiplies with into a CPU_REPACK (or AMX) buffer while the mapped file
+        still spans them; the mapped pages, read during the load, stay resident like the rest of
+        the mapping, so the process holds both (kennel.fit.repack)."""
         ram = 0
         vram: dict[int, int] = defaultdict(int)
         for part in self._parts():
             for name, size in part.items():
-                if part is self.model and name.endswith("_REPACK"):
-                    continue
                 m = _GPU_BUFFER.match(name)
                 if m:
                     vram[int(m.group(1) or 0)] += size

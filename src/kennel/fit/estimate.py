@@ -21,6 +21,7 @@ from kennel.fit.memory import (
     output_buffer,
 )
 from kennel.fit.placement import DeviceUse, Fits, ModelParts, Placement, plan
+from kennel.fit.repack import layer_repack, rules_for
 from kennel.fit.speed import Calibration, Range, SpeedInputs, decode, prefill
 from kennel.hardware.profile import HardwareProfile
 from kennel.model.shape import ModelShape
@@ -89,6 +90,7 @@ class _Sizer:
 
     def __init__(self, shape: ModelShape, hw: HardwareProfile, run: RunConfig, gpu_offload: bool) -> None:
         self.shape, self.hw, self.run, self.gpu_offload = shape, hw, run, gpu_offload
+        self.repack_rules = rules_for(hw)
         self._compute = lru_cache(maxsize=64)(self._compute_uncached)
 
     def _compute_uncached(self, ctx: int) -> tuple[int, int, bool]:
@@ -101,6 +103,7 @@ class _Sizer:
         s, hw = self.shape, self.hw
         run = replace(self.run, ctx=ctx)
         lw = layer_weights(s, types)
+        rp = layer_repack(s, types, self.repack_rules)
         kv = kv_cache_per_layer(s, run)
         cpu_c, gpu_c, exact = self._compute(ctx)
         t = cparams(s, run).reserve_tokens
@@ -119,6 +122,10 @@ class _Sizer:
             output_buffer=output_buffer(s, run),
             gpu_overhead=BACKEND_OVERHEAD.get(backend, 0),
             cpu_overhead=BACKEND_OVERHEAD["cpu"],
+            layer_repack=rp.layers,
+            layer_repack_experts=rp.layer_experts,
+            output_repack=rp.output,
+            input_repack=rp.input,
         )
         mem = MemoryEstimate(
             weights=lw.total,
@@ -129,12 +136,14 @@ class _Sizer:
             + (BACKEND_OVERHEAD.get(backend, 0) if backend != "cpu" else 0),
             compute_exact=exact,
             layer_kv=tuple(kv),
+            repack=rp.total,  # all on the CPU; place() narrows it to the placement's CPU part
         )
         return parts, mem
 
     def place(self, types: dict[str, int] | None, ctx: int) -> tuple[ModelParts, MemoryEstimate, Placement]:
         parts, mem = self.parts(types, ctx)
-        return parts, mem, plan(parts, self.hw, gpu_offload=self.gpu_offload)
+        placement = plan(parts, self.hw, gpu_offload=self.gpu_offload)
+        return parts, replace(mem, repack=placement.repack), placement
 
     def max_context(self, types: dict[str, int] | None, fits: Fits) -> int:
         """Largest context (multiple of 256) keeping this placement class; for partial or CPU
@@ -407,6 +416,13 @@ def _notes(
         notes.append(
             "This llama.cpp build has no GPU offload, so kennel's engine would run on the CPU "
             "until it is rebuilt (see `kennel doctor`)."
+        )
+    if any(o.memory.repack for o in options if o.kind == "gguf"):
+        rules = rules_for(hw)
+        notes.append(
+            f"On this CPU llama.cpp repacks the {'/'.join(rules.types())} weights it multiplies with into a "
+            "second copy in RAM, next to the mapped file (the repack column, counted in the total)"
+            + ("; AMX's copies are sized approximately." if rules.amx else ".")
         )
     if shape.source_kind != "gguf":
         notes.append(

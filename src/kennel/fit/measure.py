@@ -17,11 +17,11 @@ from pathlib import Path
 
 from gguf import LlamaFileType
 
-from kennel.engines.llamacpp_bench import BenchResult, bench
 from kennel.errors import MeasureError
 from kennel.fit import calibration
 from kennel.fit import quant as q
 from kennel.fit.estimate import size_option
+from kennel.fit.llamacpp_run import BenchResult, bench
 from kennel.fit.memory import RunConfig
 from kennel.fit.speed import Calibration, decode, prefill
 from kennel.hardware.profile import HardwareProfile
@@ -109,8 +109,15 @@ def synthetic_path(home: KennelHome, shape: ModelShape, types: dict[str, int], q
     return home.synthetic_dir / f"{shape.arch}-{shape.n_layer}L-{shape.n_embd}-{quant}-{digest}.gguf"
 
 
-def build_synthetic(home: KennelHome, built: ModelShape, types: dict[str, int], quant: str, *, weights: int,
-                    progress: Progress | None = None) -> tuple[Path, float]:  # fmt: skip
+def build_synthetic(
+    home: KennelHome,
+    built: ModelShape,
+    types: dict[str, int],
+    quant: str,
+    *,
+    weights: int,
+    progress: Progress | None = None,
+) -> tuple[Path, float]:
     """The synthetic GGUF of this exact shape and quantization (built once, cached); seconds spent building."""
     path = synthetic_path(home, built, types, quant)
     if path.exists():
@@ -123,8 +130,13 @@ def build_synthetic(home: KennelHome, built: ModelShape, types: dict[str, int], 
             hint="Free some space or set KENNEL_HOME elsewhere.",
         )
     t0 = time.perf_counter()
-    write_synthetic_gguf(path, built, tensor_types=types, block_cache=home.synthetic_dir / "blocks",
-                         progress=(lambda d, t: progress("build", d, t)) if progress else None)  # fmt: skip
+    write_synthetic_gguf(
+        path,
+        built,
+        tensor_types=types,
+        block_cache=home.synthetic_dir / "blocks",
+        progress=(lambda d, t: progress("build", d, t)) if progress else None,
+    )
     return path, time.perf_counter() - t0
 
 

@@ -334,6 +334,9 @@ class MemoryEstimate:
     runtime_overhead: int
     compute_exact: bool
     layer_kv: tuple[int, ...] = field(default=())
+    # the CPU's repacked copies of weights it multiplies with (fit.repack), in RAM on top of the
+    # mapped file, for the layers the placement leaves on the CPU
+    repack: int = 0
 
     @property
     def overhead(self) -> int:
@@ -341,12 +344,12 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.overhead
+        return self.weights + self.repack + self.kv_cache + self.compute + self.overhead
 
     @property
     def llama_buffers(self) -> int:
-        """What llama.cpp itself reports: model, KV, compute and output buffers."""
-        return self.weights + self.kv_cache + self.compute + self.output_buffer
+        """What llama.cpp itself reports: model (CPU_REPACK included), KV, compute and output buffers."""
+        return self.weights + self.repack + self.kv_cache + self.compute + self.output_buffer
 
 
 def output_buffer(shape: ModelShape, run: RunConfig) -> int:

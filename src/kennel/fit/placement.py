@@ -6,6 +6,9 @@ stays on the CPU, and several GPUs take contiguous runs of the offloaded layers 
 their free memory (the default tensor split). Each GPU also holds its layers' KV cache, its own
 compute buffer and its runtime's overhead. For MoE models llama.cpp's fit moves expert tensors
 to the CPU before whole layers, keeping attention on the GPU; kennel tries that too.
+
+Weights the CPU runs may also be repacked into a second copy in RAM (fit.repack): counted for
+the layers, experts and output layer the placement leaves on the CPU, never for offloaded ones.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ class ModelParts:
     output_buffer: int
     gpu_overhead: int  # per GPU used
     cpu_overhead: int
+    # bytes the CPU repacks (fit.repack.LayerRepack) when the part runs there; empty: none
+    layer_repack: tuple[int, ...] = ()
+    layer_repack_experts: tuple[int, ...] = ()
+    output_repack: int = 0
+    input_repack: int = 0
 
     @property
     def n_layer(self) -> int:
@@ -63,6 +71,7 @@ class Placement:
     experts_on_cpu: int = 0  # MoE layers whose experts stay in RAM (--n-cpu-moe)
     gpu_split: tuple[int, ...] = ()  # layers per GPU
     note: str = ""
+    repack: int = 0  # of the RAM used, bytes of repacked weight copies (fit.repack)
 
     @property
     def gpu_bytes(self) -> int:
@@ -92,10 +101,25 @@ def _split(n: int, weights: list[int]) -> list[int]:
     return out
 
 
+def _repack(parts: ModelParts, ngl: int, experts_cpu: int) -> int:
+    """Repacked bytes in RAM for ``ngl`` offloaded layers: CPU layers whole, the experts of
+    offloaded layers kept in RAM, the output layer when it stays on the CPU."""
+    if not parts.layer_repack:
+        return parts.input_repack
+    n = parts.n_layer
+    start = n + 1 - ngl
+    total = parts.input_repack + sum(parts.layer_repack[: min(start, n)])
+    total += sum(parts.layer_repack_experts[max(start, 0) : experts_cpu])
+    if start > n:
+        total += parts.output_repack
+    return total
+
+
 def _layout(
     parts: ModelParts, ngl: int, n_gpus: int, weights: list[int], experts_cpu: int
 ) -> tuple[list[int], int, list[int]]:
-    """Bytes per GPU, bytes on the CPU, and layers per GPU, for ``ngl`` offloaded layers."""
+    """Bytes per GPU, bytes on the CPU (repacked copies included), and layers per GPU, for
+    ``ngl`` offloaded layers."""
     n = parts.n_layer
     start = n + 1 - ngl  # first offloaded index; index n is the output layer
     per_gpu = _split(ngl, weights) if ngl and n_gpus else [0] * n_gpus
@@ -119,6 +143,7 @@ def _layout(
     for i in used_gpus:
         gpu[i] += parts.compute_gpu + parts.gpu_overhead
     cpu += parts.compute_cpu if (start > 0 or not used_gpus or experts_cpu) else parts.compute_host
+    cpu += _repack(parts, ngl, experts_cpu)
     return gpu, cpu, per_gpu
 
 
@@ -146,7 +171,7 @@ def plan(parts: ModelParts, hw: HardwareProfile, *, gpu_offload: bool = True) ->
         devs = _devices(hw, gpu + [0] * (len(hw.gpus) - len(gpus)), cpu, gpu_budgets, ram)
         if all(d.fits for d in devs):
             kind: Fits = "gpu" if ngl == n_total else ("partial" if ngl else "cpu")
-            best = Placement(kind, ngl, n_total, devs, gpu_split=tuple(split))
+            best = Placement(kind, ngl, n_total, devs, gpu_split=tuple(split), repack=_repack(parts, ngl, 0))
             break
     if best is not None and best.fits == "partial" and any(parts.layer_experts):
         moe = _plan_experts(parts, hw, gpus, weights, gpu_budgets, ram)
@@ -155,7 +180,8 @@ def plan(parts: ModelParts, hw: HardwareProfile, *, gpu_offload: bool = True) ->
     if best is not None:
         return best
     gpu, cpu, split = _layout(parts, 0, len(gpus), weights, 0)
-    return Placement("no", 0, n_total, _devices(hw, [0] * len(hw.gpus), cpu, gpu_budgets, ram))
+    devs = _devices(hw, [0] * len(hw.gpus), cpu, gpu_budgets, ram)
+    return Placement("no", 0, n_total, devs, repack=_repack(parts, 0, 0))
 
 
 def _plan_experts(
@@ -180,5 +206,6 @@ def _plan_experts(
                 experts_on_cpu=m,
                 gpu_split=tuple(split),
                 note=f"experts of {m} of {parts.n_layer} layers in RAM, attention on the GPU",
+                repack=_repack(parts, n_total, m),
             )
     return None

@@ -20,6 +20,8 @@ def option_dict(o: FitOption) -> dict[str, Any]:
         "kind": o.kind,
         "is_file": o.is_file,
         "weights_bytes": m.weights,
+        # the CPU's repacked copies of weights, on top of the mapped file (kennel.fit.repack)
+        "repack_bytes": m.repack,
         "kv_cache_bytes": m.kv_cache,
         "compute_buffer_bytes": m.compute,
         "overhead_bytes": m.overhead,

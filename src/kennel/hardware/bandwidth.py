@@ -8,8 +8,10 @@ moved per byte copied), as STREAM's Copy does.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from kennel.jsonfile import read_section, write_section
 
 BUFFER_BYTES = 256 * 1024 * 1024
 REPEATS = 5
+PASSES = 3  # a shared machine's bandwidth moves by a third from one minute to the next: keep the best
+STALE_AFTER = 30 * 86400.0  # seconds; RAM and BIOS settings change rarely
+BUSY = 0.5  # load average per core above which a measurement is taken again when the machine is calmer
 
 
 @dataclass(frozen=True)
@@ -27,12 +32,33 @@ class BandwidthResult:
     gbs: float
     threads: int
     seconds: float
+    measured_at: float = 0.0  # time.time()
+    load: float = 0.0  # 1-minute load average per core when measured
 
 
 def measure_bandwidth(
-    *, threads: int, buffer_bytes: int = BUFFER_BYTES, repeats: int = REPEATS
+    *, threads: int, buffer_bytes: int = BUFFER_BYTES, repeats: int = REPEATS, passes: int = PASSES
 ) -> BandwidthResult:
-    """Best-of-``repeats`` aggregate copy bandwidth in GB/s (10^9 bytes)."""
+    """The best of ``passes`` x ``repeats`` aggregate copies, in GB/s (10^9 bytes), on every
+    hardware thread, as llama.cpp reads weights on all cores."""
+    load = _load_per_core()
+    results = []
+    for i in range(passes):
+        if i:
+            time.sleep(0.2)  # a burst from another tenant seldom lasts through all passes
+        results.append(_one_pass(threads=threads, buffer_bytes=buffer_bytes, repeats=repeats))
+    best = max(results, key=lambda r: r.gbs)
+    return BandwidthResult(best.gbs, best.threads, sum(r.seconds for r in results), time.time(), load)
+
+
+def _load_per_core() -> float:
+    try:
+        return os.getloadavg()[0] / max(os.cpu_count() or 1, 1)
+    except OSError:
+        return 0.0
+
+
+def _one_pass(*, threads: int, buffer_bytes: int, repeats: int) -> BandwidthResult:
     threads = max(1, min(threads, 16))
     per = max(buffer_bytes // threads // 8, 1 << 16)
     src = [np.ones(per, dtype=np.float64) for _ in range(threads)]
@@ -65,17 +91,44 @@ def _machine_key(cpu: CpuInfo, total_ram: int) -> str:
 
 
 def cached_bandwidth(
-    cache: Path, cpu: CpuInfo, total_ram: int, *, remeasure: bool = False
+    cache: Path,
+    cpu: CpuInfo,
+    total_ram: int,
+    *,
+    remeasure: bool = False,
+    measure: Callable[..., BandwidthResult] = measure_bandwidth,
+    now: Callable[[], float] = time.time,
 ) -> BandwidthResult:
-    """The measured bandwidth for this machine, measuring once and keeping it in ``cache``."""
+    """The measured bandwidth for this machine, kept in ``cache`` with when and under what load
+    it was measured. Measured again when asked, when stale, or when the kept figure was taken on
+    a busy machine and this one is calmer; of two measurements on a calm machine the higher
+    stays (a copy test only ever under-reads the hardware)."""
     key = _machine_key(cpu, total_ram)
     data = read_section(cache, "bandwidth")
     if not isinstance(data, dict):
         data = {}
-    if not remeasure and key in data:
-        row = data[key]
-        return BandwidthResult(gbs=float(row["gbs"]), threads=int(row["threads"]), seconds=0.0)
-    result = measure_bandwidth(threads=cpu.threads)
-    data[key] = {"gbs": round(result.gbs, 2), "threads": result.threads, "measured_at": time.time()}
+    row = data.get(key)
+    kept = None
+    if isinstance(row, dict) and "gbs" in row:
+        kept = BandwidthResult(
+            float(row["gbs"]),
+            int(row.get("threads", cpu.threads)),
+            0.0,
+            float(row.get("measured_at", 0.0)),
+            float(row.get("load", 0.0)),
+        )
+    stale = kept is None or now() - kept.measured_at > STALE_AFTER
+    busy_then = kept is not None and kept.load > BUSY and _load_per_core() < kept.load
+    if not (remeasure or stale or busy_then):
+        return kept  # type: ignore[return-value]
+    result = measure(threads=cpu.threads)
+    if kept is not None and not stale and not remeasure and kept.gbs > result.gbs:
+        result = BandwidthResult(kept.gbs, kept.threads, result.seconds, result.measured_at, result.load)
+    data[key] = {
+        "gbs": round(result.gbs, 2),
+        "threads": result.threads,
+        "measured_at": result.measured_at,
+        "load": round(result.load, 2),
+    }
     write_section(cache, "bandwidth", data)
     return result

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from kennel.engines.base import Memory
 from kennel.server import routes
 from kennel.server.alerting import ServerAlerts
+from kennel.server.front import Front
 from kennel.server.http_errors import install_error_handlers
 from kennel.server.keys import KeyStore
 from kennel.server.metrics import Metrics
@@ -41,7 +41,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kennel_home = home or KennelHome.from_env()
         keys = KeyStore.open(kennel_home)
-        on_change = _lease_writer(kennel_home)
+        # every configured model's blobs are leased while the server runs, loaded or not: a model
+        # removed before its first request would fail that request
+        lease = _lease_writer(kennel_home)
+        lease({d for s in specs for d in s.digests})
         pool = Pool(
             specs,
             budget=budget,
@@ -49,7 +52,6 @@ def create_app(
             max_loaded=settings.max_loaded,
             max_queue=settings.max_queue,
             queue_timeout=settings.queue_timeout,
-            on_change=on_change,
         )
         alerts = None
         if settings.alerts.notify:
@@ -82,7 +84,7 @@ def create_app(
             keys.close()
             if alerts is not None:
                 await alerts.drain()
-            on_change(set())
+            lease(set())
 
     app = FastAPI(title="kennel", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -94,21 +96,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(routes.router)
-    return _JsonBodies(app)  # type: ignore[return-value]
-
-
-class _JsonBodies:
-    """Treat every /v1 POST body as JSON whatever its Content-Type (curl -d sends a form type)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.state = app.state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1/"):
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
+    return Front(app, max_body=settings.max_body_mib << 20, body_timeout=settings.body_timeout)  # type: ignore[return-value]
 
 
 def _scheduled_checkups(

@@ -22,7 +22,14 @@ async def authenticate(request: Request) -> ApiKey | None:
         return None
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else None
-    return state.keys.verify(secret)
+    notes = request.scope.setdefault("state", {})  # for the request log line
+    try:
+        key = state.keys.verify(secret)
+    except AuthError as exc:
+        notes["auth_failure"] = exc.reason
+        raise
+    notes["key"] = key.name
+    return key
 
 
 def check_key(request: Request, key: ApiKey | None, model: str) -> None:

@@ -17,19 +17,29 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import Request as HttpRequest
 from sse_starlette.sse import EventSourceResponse
 
-from kennel.engines.base import Answer, Delta, Engine, FinishReason, Request
-from kennel.errors import ClientGoneError, EngineError, InvalidRequestError, KennelError, ModelLoadError
+from kennel.engines.base import Answer, Delta, Engine, FinishReason, Message, Request
+from kennel.errors import (
+    ClientGoneError,
+    ContextLengthError,
+    EngineError,
+    InvalidRequestError,
+    KennelError,
+    ModelLoadError,
+)
 from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
 from kennel.guard.policy import Verdict
+from kennel.server.front import log_request
 from kennel.server.http_errors import kennel_error_body
 from kennel.server.keys import ApiKey
 from kennel.server.state import AppState
 from kennel.store.profile import Sampling as ProfileSampling
+from kennel.units import parse_duration
 
 T = TypeVar("T")
 log = logging.getLogger("kennel.requests")
@@ -39,13 +49,10 @@ CLIENT_GONE = 499
 def keep_alive_seconds(value: str | int | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, int):
-        return float(value)
-    units = {"s": 1, "m": 60, "h": 3600}
     try:
-        return float(value[:-1]) * units[value[-1]] if value[-1] in units else float(value)
-    except (ValueError, IndexError) as exc:
-        raise InvalidRequestError(f"keep_alive {value!r} is not a duration like 5m, 30s or -1.") from exc
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequestError(f"keep_alive: {exc}.") from exc
 
 
 def no_wait(request: HttpRequest) -> bool:
@@ -104,6 +111,7 @@ class Generation:
         self.http = http
         self.state: AppState = http.app.state.kennel
         self.model, self.endpoint, self.key = model, endpoint, key
+        self.label = self.state.metrics.model_label(model)
         self.keep_alive = keep_alive_seconds(keep_alive)
         self.id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
         self.t0 = time.monotonic()
@@ -120,16 +128,35 @@ class Generation:
         spec = self.state.pool.slot(self.model).spec
         return spec.profile.parameters if spec.profile else ProfileSampling()
 
-    def system(self) -> str | None:
-        """The profile's system prompt, with a canary when the guard flags or blocks: a model that
-        repeats it has leaked its instructions."""
-        spec = self.state.pool.slot(self.model).spec
-        system = spec.profile.system if spec.profile else None
-        if system and self.state.guard(self.model, self.key).mode in ("flag", "block"):
-            canary = make_canary()
-            self.canary = CanaryWatch(canary)
-            return embed_canary(system, canary)
-        return system
+    def with_system(self, messages: tuple[Message, ...]) -> tuple[Message, ...]:
+        """The profile's system prompt and the client's, by the profile's ``system_policy``:
+        ``prepend`` (the default) puts the profile's first and the client's after it in the same
+        system message, ``replace`` lets the client's stand instead, ``forbid`` refuses a client's.
+        When the guard flags or blocks, a canary goes in the system message the model follows, in
+        every case: a model that repeats it has leaked its instructions."""
+        profile = self.state.pool.slot(self.model).spec.profile
+        system = profile.system if profile else None
+        if not system:
+            return messages
+        policy = profile.system_policy if profile else "prepend"
+        first = next((i for i, m in enumerate(messages) if m.role == "system"), None)
+        if first is not None and policy == "forbid":
+            raise InvalidRequestError(
+                f"{self.model} keeps its own system prompt; this request may not send one.",
+                hint="Drop the system message, or ask the operator (system_policy in the model's profile).",
+            )
+        if first is None:
+            return (Message("system", self._canary(system)), *messages)
+        client = messages[first]
+        text = client.content or "" if policy == "replace" else f"{system.rstrip()}\n\n{client.content or ''}"
+        return (*messages[:first], replace(client, content=self._canary(text)), *messages[first + 1 :])
+
+    def _canary(self, system: str) -> str:
+        if self.state.guard(self.model, self.key).mode not in ("flag", "block"):
+            return system
+        canary = make_canary()
+        self.canary = CanaryWatch(canary)
+        return embed_canary(system, canary)
 
     async def check_guard(self, messages: list[tuple[str, str | None]]) -> None:
         """Scan the untrusted input; count the decision; refuse it in block mode."""
@@ -146,10 +173,10 @@ class Generation:
         decision = (
             "blocked" if v.blocked else "flagged" if v.flagged else "suspicious" if v.suspicious else "clean"
         )
-        self.state.metrics.guard.labels(self.model, decision).inc()
+        self.state.metrics.guard.labels(self.label, decision).inc()
         if v.blocked:
             self.status = 400
-            self.state.metrics.requests.labels(self.model, self.endpoint, "400").inc()
+            self.state.metrics.requests.labels(self.label, self.endpoint, "400").inc()
             self._log()
             self._finished = True
             v.raise_if_blocked()
@@ -169,7 +196,7 @@ class Generation:
             engine: Engine = await self.stack.enter_async_context(
                 self.state.pool.use(self.model, wait=not no_wait(self.http), keep_alive=self.keep_alive)
             )
-            self.state.metrics.queue_time.labels(self.model).observe(time.monotonic() - self.t0)
+            self.state.metrics.queue_time.labels(self.label).observe(time.monotonic() - self.t0)
             stream = engine.generate(request, self.id)
             self.stack.push_async_callback(_close, stream)  # leaving early aborts the request
             # past the request timeout the engine stops the request, even one that says nothing
@@ -188,19 +215,22 @@ class Generation:
 
         try:
             require_task(self.state, self.model, "generate", "chat or completions")
+            spec = self.state.pool.slot(self.model).spec
+            _check_bias(request, spec.n_vocab)
+            _check_length(request, spec.plan.context)
             first, stream = await until_disconnect(self.http, first_piece())
         except BaseException as exc:
             if isinstance(exc, ModelLoadError) and self.state.alerts is not None:
                 self.state.alerts.load_failed(self.model, exc.message)
             await self.finish(status_of(exc))
             raise
-        self.state.metrics.ttft.labels(self.model).observe(time.monotonic() - self.t0)
+        self.state.metrics.ttft.labels(self.label).observe(time.monotonic() - self.t0)
         return first, stream
 
     async def pieces(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
         """Every piece, added to ``answer`` as it is handed on; gaps timed; cut at the canary
         (block mode) or at the request timeout (the engine was told to stop; see ``open``)."""
-        itl = self.state.metrics.itl.labels(self.model)
+        itl = self.state.metrics.itl.labels(self.label)
         deadline = self.t0 + self.state.settings.request_timeout
         last = time.monotonic()
         item: Delta | None = first
@@ -275,7 +305,7 @@ class Generation:
         """The canary appeared: count it; True when the guard blocks (the answer stops here)."""
         if not self._leak_counted:
             self._leak_counted = True
-            self.state.metrics.guard.labels(self.model, "canary_leak").inc()
+            self.state.metrics.guard.labels(self.label, "canary_leak").inc()
         return self.state.guard(self.model, self.key).mode == "block"
 
     # ---- after ----------------------------------------------------------------------------
@@ -286,7 +316,7 @@ class Generation:
         self._finished = True
         self.status = status
         await self.stack.aclose()
-        a, m, model = self.answer, self.state.metrics, self.model
+        a, m, model = self.answer, self.state.metrics, self.label
         if a.finish_reason is None:
             a.completion_tokens = a.pieces  # the answer did not end: count what was sent
         if self.state.alerts is not None and (status == 200 or status >= 500):
@@ -307,19 +337,18 @@ class Generation:
             }
         if self.canary is not None and self.canary.leaked:
             guard = {**(guard or {}), "canary_leak": True}
-        log.info(
-            json.dumps(
-                {
-                    "endpoint": self.endpoint,
-                    "model": self.model,
-                    "key": self.key.name if self.key else None,
-                    "status": self.status,
-                    "prompt_tokens": self.answer.prompt_tokens,
-                    "completion_tokens": self.answer.completion_tokens,
-                    "latency_ms": round((time.monotonic() - self.t0) * 1000),
-                    "guard": guard,
-                }
-            )
+        log_request(
+            self.http.scope.setdefault("state", {}),
+            {
+                "endpoint": self.endpoint,
+                "model": self.model,
+                "key": self.key.name if self.key else None,
+                "status": self.status,
+                "prompt_tokens": self.answer.prompt_tokens,
+                "completion_tokens": self.answer.completion_tokens,
+                "latency_ms": round((time.monotonic() - self.t0) * 1000),
+                "guard": guard,
+            },
         )
 
     def log_content(self, prompt: Any) -> None:
@@ -345,6 +374,34 @@ class _Events(EventSourceResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self.generation.finish(CLIENT_GONE)  # a no-op when the stream finished it
+
+
+CHARS_PER_TOKEN = 32  # more than any tokenizer packs into a token, bar runs of spaces
+
+
+def _check_length(request: Request, context: int) -> None:
+    """A prompt far longer than the context is refused here, by its length in characters, before
+    the engine tokenizes it: an exact count comes from the engine for the rest."""
+    chars = len(request.prompt or "") + sum(
+        len(m.content or "") + len(m.reasoning or "") for m in request.messages
+    )
+    if chars > CHARS_PER_TOKEN * context:
+        raise ContextLengthError(
+            f"The prompt has {chars:,} characters; this model's context is {context:,} tokens per request, "
+            f"which never holds more than {CHARS_PER_TOKEN * context:,} characters.",
+            hint="Shorten the prompt or the history, or serve the model with a larger context (--ctx).",
+        )
+
+
+def _check_bias(request: Request, n_vocab: int) -> None:
+    """llama.cpp drops a logit_bias id it does not know and wraps a negative one around; say so."""
+    for token, _ in request.sampling.logit_bias:
+        if token < 0 or (n_vocab and token >= n_vocab):
+            raise InvalidRequestError(
+                f"logit_bias: token id {token} is not in the model's vocabulary "
+                f"(ids 0 to {n_vocab - 1 if n_vocab else 'the vocabulary size - 1'}).",
+                hint="Take token ids from the model's own tokenizer.",
+            )
 
 
 def require_task(state: AppState, model: str, task: str, what: str) -> None:

@@ -26,6 +26,8 @@ from kennel.errors import (
     PromptInjectionError,
     QueueFullError,
     RateLimitError,
+    RequestTimeoutError,
+    RequestTooLargeError,
 )
 
 # OpenAI's types per status, for errors kennel did not raise itself (validation, routing)
@@ -45,6 +47,8 @@ ERROR_TABLE: dict[type[KennelError], tuple[str, str]] = {
     ContextLengthError: ("invalid_request_error", "context_length_exceeded"),
     PromptInjectionError: ("prompt_injection", "prompt_injection"),
     InvalidRequestError: ("invalid_request_error", "invalid_request"),
+    RequestTimeoutError: ("invalid_request_error", "request_timeout"),
+    RequestTooLargeError: ("invalid_request_error", "request_too_large"),
     AuthError: ("authentication_error", "invalid_api_key"),
     ForbiddenError: ("permission_error", "model_not_allowed"),
     RateLimitError: ("rate_limit_error", "rate_limit_exceeded"),
@@ -67,12 +71,12 @@ def error_response(
     retry_after: float | None = None,
     type_: str | None = None,
 ) -> JSONResponse:
-    body = _envelope(status, message, param=param, code=code, type_=type_)
+    body = error_body(status, message, param=param, code=code, type_=type_)
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _envelope(
+def error_body(
     status: int, message: str, *, param: str | None, code: str | None, type_: str | None
 ) -> dict[str, Any]:
     return {
@@ -90,7 +94,7 @@ def kennel_error_body(exc: KennelError) -> dict[str, Any]:
     status = int(getattr(exc, "status_code", 400))
     text = exc.message + (f" {exc.hint}" if exc.hint else "")
     type_, code = next((v for cls, v in ERROR_TABLE.items() if isinstance(exc, cls)), (None, None))
-    return _envelope(status, text, param=None, code=code, type_=type_)
+    return error_body(status, text, param=None, code=code, type_=type_)
 
 
 def kennel_error_response(exc: KennelError) -> JSONResponse:
@@ -110,8 +114,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         msg = str(first.get("msg", "invalid request"))
-        if first.get("type") == "json_invalid":
-            msg = "The body is not valid JSON (or not UTF-8)."
+        if first.get("type") == "json_invalid":  # its location is a byte offset, not a field
+            msg, loc = "The body is not valid JSON (or not UTF-8).", []
         return error_response(
             400,
             f"{'.'.join(loc) + ': ' if loc else ''}{msg}",

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kennel.errors import AuthError, ForbiddenError, InvalidNameError, InvalidOptionError
+from kennel.errors import AuthError, ForbiddenError, InvalidNameError, InvalidOptionError, home_not_writable
 from kennel.settings import KennelHome
 from kennel.store import db
 from kennel.store.names import DEFAULT_TAG, Ref, check_name, parse_ref
@@ -228,9 +228,12 @@ class KeyStore:
     @classmethod
     def open(cls, home: KennelHome) -> KeyStore:
         path = keys_path(home)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # created owner-only before SQLite writes a byte; SQLite gives its -wal/-shm files the same mode
-        path.touch(mode=0o600, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # created owner-only before SQLite writes a byte; SQLite gives its -wal/-shm files the same mode
+            path.touch(mode=0o600, exist_ok=True)
+        except OSError as exc:
+            raise home_not_writable(path, exc.strerror or exc) from exc
         return cls(path, db.connect(path, MIGRATIONS))
 
     def close(self) -> None:

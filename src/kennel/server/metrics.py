@@ -21,6 +21,7 @@ _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0
 
 class Metrics:
     def __init__(self, pool: Pool) -> None:
+        self.pool = pool
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -70,6 +71,11 @@ class Metrics:
             registry=r,
         )
         r.register(_PoolCollector(pool))
+
+    def model_label(self, name: str) -> str:
+        """Only served models become label values: any other name a client sends is "unknown",
+        so made-up names cannot grow /metrics (and the server's memory) without bound."""
+        return name if name in self.pool.slots else "unknown"
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

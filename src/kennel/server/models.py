@@ -118,6 +118,7 @@ def model_spec(
         digests=digests,
         pinned=pinned,
         keep_alive=FOREVER if keep_alive < 0 else keep_alive,
+        n_vocab=shape.n_vocab,
     )
 
 

@@ -46,9 +46,10 @@ class ModelSpec:
     plan: LoadPlan
     memory: Memory  # the fit estimate, checked before loading
     profile: Profile | None = None
-    digests: tuple[str, ...] = ()  # store blobs it uses (leased while loaded)
+    digests: tuple[str, ...] = ()  # store blobs it uses (leased while the server runs)
     pinned: bool = False
     keep_alive: float = 300.0  # seconds idle before unloading; FOREVER for never
+    n_vocab: int = 0  # tokens in the model's vocabulary (0: unknown), to check logit_bias ids
 
 
 @dataclass
@@ -90,7 +91,6 @@ class Pool:
         max_queue: int = 16,
         queue_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.slots = {s.name: Slot(s) for s in specs}
         self.budget = budget
@@ -99,7 +99,6 @@ class Pool:
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self.clock = clock
-        self.on_change = on_change
 
     def slot(self, name: str) -> Slot:
         s = self.slots.get(name)
@@ -150,7 +149,6 @@ class Pool:
             slot.engine, slot.state, slot.loads = engine, "ready", slot.loads + 1
             slot.held = engine.memory()
             slot.last_used = self.clock()
-            self._changed()
             return engine
 
     async def _make_room(self, slot: Slot) -> None:
@@ -196,7 +194,6 @@ class Pool:
                 await engine.unload()
             finally:
                 slot.state, slot.held = "unloaded", None
-                self._changed()
 
     async def reap(self) -> list[str]:
         """Unload idle models whose keep-alive has passed; returns their names."""
@@ -217,10 +214,6 @@ class Pool:
     async def close(self) -> None:
         for s in self.loaded():
             await self.unload(s)
-
-    def _changed(self) -> None:
-        if self.on_change:
-            self.on_change({d for s in self.loaded() for d in s.spec.digests})
 
     # ---- using a model --------------------------------------------------------------------
     @asynccontextmanager

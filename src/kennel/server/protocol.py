@@ -22,6 +22,14 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """JSON may escape half a UTF-16 pair ("\\ud800"); such text is no Unicode at all and
+        would fail far from here (the guard, the engine) as a server error."""
+        _check_unicode(data, "")
+        return data
+
 
 class StreamOptions(_Body):
     include_usage: bool = False
@@ -36,6 +44,23 @@ class JsonSchemaFormat(_Body):
 class ResponseFormat(_Body):
     type: Literal["text", "json_object", "json_schema"] = "text"
     json_schema: JsonSchemaFormat | None = None
+
+
+def _check_unicode(value: Any, at: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{at or 'body'}: text with an unpaired surrogate ({value[exc.start]!r}); send valid Unicode"
+            ) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k, at)
+            _check_unicode(v, f"{at}.{k}" if at else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_unicode(v, f"{at}.{i}")
 
 
 def merge_sampling(
@@ -241,14 +266,11 @@ class ChatRequest(_Sampled):
     def _logprobs(self) -> tuple[bool, int]:
         return self.logprobs, self.top_logprobs or 0
 
-    def to_request(self, defaults: ProfileSampling, system: str | None) -> Request:
-        msgs = [m.to_message() for m in self.messages]
-        if system and not any(m.role == "system" for m in msgs):
-            msgs.insert(0, Message("system", system))
+    def to_request(self, defaults: ProfileSampling) -> Request:
         choice = self.tool_choice
         return Request(
             sampling=self.sampling(defaults),
-            messages=tuple(msgs),
+            messages=tuple(m.to_message() for m in self.messages),
             tools=tuple(
                 Tool(t.function.name, t.function.description, json.dumps(t.function.parameters))
                 for t in self.tools or ()

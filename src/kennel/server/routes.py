@@ -8,6 +8,7 @@ the pieces back in OpenAI's shapes (``render``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,8 @@ from fastapi.responses import JSONResponse, Response
 
 from kennel.errors import InvalidRequestError, KennelError
 from kennel.server.auth import authenticate, check_key
-from kennel.server.generation import Generation, no_wait, require_task, status_of
+from kennel.server.front import log_request
+from kennel.server.generation import Generation, no_wait, require_task, status_of, until_disconnect
 from kennel.server.http_errors import kennel_error_response
 from kennel.server.keys import ApiKey
 from kennel.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, RerankRequest
@@ -41,17 +43,28 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
+    """Ready: the server takes requests (it answers only after loading its `preload` and pinned
+    models) and every pinned model is warm. A model unloaded for idleness loads again on demand,
+    so it does not make the server unready. Says nothing more: it answers anyone."""
     pool = _state(request).pool
-    first = next(iter(pool.slots.values()), None)
-    ready = (
-        first is not None and first.state == "ready" and first.engine is not None and first.engine.healthy()
+    ready = all(
+        s.state == "ready" and s.engine is not None and s.engine.healthy()
+        for s in pool.slots.values()
+        if s.spec.pinned
     )
-    body = {"status": "ready" if ready else "not ready", "model": first.spec.name if first else None}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+
+async def _metrics_reader(request: Request) -> ApiKey | None:
+    """With API keys in use /metrics wants one (Prometheus sends it as a bearer token), unless
+    the operator made it public: it names every model the server has."""
+    if _state(request).settings.metrics_public:
+        return None
+    return await authenticate(request)
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, key: Annotated[ApiKey | None, Depends(_metrics_reader)]) -> Response:
     return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -88,6 +101,8 @@ async def ps(request: Request, key: Key) -> dict[str, Any]:
     now = state.pool.clock()
     rows = []
     for name, s in state.pool.slots.items():
+        if key is not None and not key.allows(name):
+            continue  # a key sees only the models it may use
         expires = (
             None
             if s.state != "ready" or s.expires_at == float("inf")
@@ -126,9 +141,10 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
     check_key(request, key, body.model)
     g = Generation(request, model=body.model, endpoint="chat", key=key, keep_alive=body.keep_alive)
     try:
-        internal = body.to_request(g.profile_defaults(), g.system())
+        internal = body.to_request(g.profile_defaults())
     except ValueError as exc:
         raise _invalid(exc) from exc
+    internal = dataclasses.replace(internal, messages=g.with_system(internal.messages))
     await g.check_guard([(m.role, m.text()) for m in body.messages])
     first, rest = await g.open(internal)
     if not body.stream:
@@ -190,15 +206,20 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
     return g.stream(chunks())
 
 
-async def _simple(request: Request, model: str, endpoint: str, task: str, work: Any) -> Any:
+async def _simple(
+    request: Request, key: ApiKey | None, model: str, endpoint: str, task: str, work: Any
+) -> Any:
     """A one-shot request (embeddings, rerank): admission, the engine call, the accounting."""
     state = _state(request)
     t0 = time.monotonic()
     status = 200
+    tokens: dict[str, int] = {}
     try:
         require_task(state, model, task, {"embed": "embeddings", "rerank": "reranking"}.get(task, endpoint))
         async with state.pool.use(model, wait=not no_wait(request)) as engine:
-            return await work(engine)
+            body, tokens["prompt"] = await until_disconnect(request, work(engine))
+        state.metrics.prompt_tokens.labels(model).inc(tokens["prompt"])
+        return body
     except KennelError as exc:
         status = int(getattr(exc, "status_code", 400))
         return kennel_error_response(exc)
@@ -206,8 +227,22 @@ async def _simple(request: Request, model: str, endpoint: str, task: str, work: 
         status = status_of(exc)
         raise
     finally:
-        state.metrics.requests.labels(model, endpoint, str(status)).inc()
-        state.metrics.duration.labels(model, endpoint).observe(time.monotonic() - t0)
+        label = state.metrics.model_label(model)
+        state.metrics.requests.labels(label, endpoint, str(status)).inc()
+        state.metrics.duration.labels(label, endpoint).observe(time.monotonic() - t0)
+        if (status == 200 or status >= 500) and state.alerts is not None and label != "unknown":
+            state.alerts.record(model, status == 200)
+        log_request(
+            request.scope.setdefault("state", {}),
+            {
+                "endpoint": endpoint,
+                "model": model,
+                "key": key.name if key else None,
+                "status": status,
+                "prompt_tokens": tokens.get("prompt", 0),
+                "latency_ms": round((time.monotonic() - t0) * 1000),
+            },
+        )
 
 
 @router.post("/v1/embeddings", response_model=None)
@@ -223,9 +258,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, key: Key) -> Any:
             return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
         return list(v)
 
-    async def work(engine: Any) -> dict[str, Any]:
+    async def work(engine: Any) -> tuple[dict[str, Any], int]:
         out = await engine.embed(texts)
-        _state(request).metrics.prompt_tokens.labels(body.model).inc(out.prompt_tokens)
         return {
             "object": "list",
             "model": body.model,
@@ -233,9 +267,9 @@ async def embeddings(body: EmbeddingRequest, request: Request, key: Key) -> Any:
                 {"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(out.vectors)
             ],
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
-        }
+        }, out.prompt_tokens
 
-    return await _simple(request, body.model, "embeddings", "embed", work)
+    return await _simple(request, key, body.model, "embeddings", "embed", work)
 
 
 @router.post("/v1/rerank", response_model=None)
@@ -248,9 +282,8 @@ async def rerank(body: RerankRequest, request: Request, key: Key) -> Any:
     except ValueError as exc:
         raise _invalid(exc) from exc
 
-    async def work(engine: Any) -> dict[str, Any]:
+    async def work(engine: Any) -> tuple[dict[str, Any], int]:
         out = await engine.rerank(body.query, docs)
-        _state(request).metrics.prompt_tokens.labels(body.model).inc(out.prompt_tokens)
         results = []
         for r in out.results[: body.top_n or len(out.results)]:
             item: dict[str, Any] = {"index": r.index, "relevance_score": r.score}
@@ -262,6 +295,6 @@ async def rerank(body: RerankRequest, request: Request, key: Key) -> Any:
             "model": body.model,
             "results": results,
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
-        }
+        }, out.prompt_tokens
 
-    return await _simple(request, body.model, "rerank", "rerank", work)
+    return await _simple(request, key, body.model, "rerank", "rerank", work)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kennel.errors import InvalidOptionError
+from kennel.units import parse_duration
 
 
 class ModelEntry(BaseModel):
@@ -37,7 +39,17 @@ class ModelEntry(BaseModel):
         description="RAM for prompts kept between requests, in MiB (default: one full context, at least 256).",
     )
     pinned: bool = Field(default=False, description="Never unloaded to make room for another model.")
-    keep_alive: float = Field(default=300.0, description="Seconds idle before unloading; -1 keeps it loaded.")
+    keep_alive: float = Field(
+        default=300.0,
+        description='Time idle before unloading: seconds or "30s", "5m", "1h"; -1 keeps it loaded.',
+    )
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        """The same forms a request's keep_alive takes."""
+        return parse_duration(v)  # type: ignore[arg-type]
+
     preload: bool = Field(default=False, description="Load at start instead of on first request.")
     guard: Literal["off", "log", "flag", "block"] | None = Field(
         default=None, description="This model's guard mode."
@@ -85,6 +97,18 @@ class ServeSettings(BaseSettings):
         default=None, ge=0, description="Default prompt cache in MiB, for models without their own."
     )
     queue_timeout: float = Field(default=300.0, gt=0, description="Seconds a request may wait for its turn.")
+    max_body_mib: int = Field(
+        default=4, ge=1, le=1024, description="Largest request body in MiB; a larger one gets 413 at once."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client may take to send its request body (then 408)."
+    )
+    max_connections: int = Field(
+        default=512, ge=8, description="Most open connections; more are answered 503 at once."
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without an API key when keys are in use."
+    )
     request_timeout: float = Field(default=600.0, gt=0, description="Seconds a generation may run.")
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without API keys.")
     log_content: bool = Field(
@@ -107,12 +131,22 @@ class ServeSettings(BaseSettings):
     )
 
     def is_loopback(self) -> bool:
-        if self.host in ("localhost", ""):
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
+        """Whether every address the server will listen on is a loopback one, from what the host
+        resolves to: "" (like 0.0.0.0 and ::) means every interface."""
+        host = self.host.strip()
+        if not host:
             return False
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        return bool(infos) and all(
+            ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos
+        )
 
 
 def load_settings(config: Path | None, **flags: Any) -> ServeSettings:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kennel.catalog.resolve import split_names
 from kennel.errors import InvalidOptionError, ModelNotFoundError, NotGGUFError
 from kennel.fit.quant import scheme_for_file
 from kennel.model.gguf_header import GGUFHeader, read_header
 from kennel.model.gguf_shape import file_type_name
-from kennel.model.resolve import split_names
 from kennel.model.sources import FileSource
 from kennel.store.blobs import Progress
 from kennel.store.names import DEFAULT_TAG, check_name, parse_ref
@@ -88,16 +88,24 @@ def import_gguf(
     model = check_name(name) if name else default_name(path.name)  # before copying anything in
     digests, header = admit_gguf(store, path, progress=progress)
     profile = Profile(base=digests, base_file=path.name)
-    return store.add_version(model, profile, action="import", actor=actor, message=message or f"imported {path.name}",
-                             tags=version_tags(header))  # fmt: skip
+    return store.add_version(
+        model,
+        profile,
+        action="import",
+        actor=actor,
+        message=message or f"imported {path.name}",
+        tags=version_tags(header),
+    )
 
 
 def admit_adapter(store: Store, path: Path) -> str:
     """A LoRA adapter GGUF as a blob (for a profile's ``adapter``)."""
     header = check_gguf(path.expanduser())
     if blob_kind(header) != "adapter":
-        raise NotGGUFError(f"{path.name} is not a LoRA adapter GGUF (general.type is not 'adapter').",
-                           hint="Convert the adapter with llama.cpp's convert_lora_to_gguf.py.")  # fmt: skip
+        raise NotGGUFError(
+            f"{path.name} is not a LoRA adapter GGUF (general.type is not 'adapter').",
+            hint="Convert the adapter with llama.cpp's convert_lora_to_gguf.py.",
+        )
     digest = store.blobs.admit(path.expanduser(), expected=None, move=False)
     store.register_blob(digest, kind="adapter", file_name=path.name, source=str(path.expanduser().resolve()))
     return digest
@@ -115,8 +123,10 @@ def build_profile(
     fields: dict[str, object] = {}
     if source is None:
         if name not in store.models():
-            raise InvalidOptionError(f"{name} is not in the store yet, so its profile needs `from`.",
-                                     hint="Add `from: MODEL[:TAG]`, `from: ./model.gguf` or `from: sha256:HEX`.")  # fmt: skip
+            raise InvalidOptionError(
+                f"{name} is not in the store yet, so its profile needs `from`.",
+                hint="Add `from: MODEL[:TAG]`, `from: ./model.gguf` or `from: sha256:HEX`.",
+            )
         source = name
     if source.startswith("sha256:"):
         blob = store.find_blob(source.removeprefix("sha256:"))
@@ -128,8 +138,11 @@ def build_profile(
         parent = store.resolve(parse_ref(source)).profile
         fields.update(parent.model_dump())
     if spec.adapter is not None:
-        fields["adapter"] = (store.find_blob(spec.adapter.removeprefix("sha256:")).digest
-                             if spec.adapter.startswith("sha256:") else admit_adapter(store, _local(base_dir, spec.adapter)))  # fmt: skip
+        fields["adapter"] = (
+            store.find_blob(spec.adapter.removeprefix("sha256:")).digest
+            if spec.adapter.startswith("sha256:")
+            else admit_adapter(store, _local(base_dir, spec.adapter))
+        )
     overrides = spec.overrides()
     parent_params = fields.get("parameters")
     if spec.parameters is not None and isinstance(parent_params, dict):

@@ -48,7 +48,8 @@ def check_free_space(folder: Path, need: int, *, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < need + HEADROOM:
         raise DiskSpaceError(
-            f"Not enough disk space for {what}: it needs {fmt_bytes(need)} and {folder} has {fmt_bytes(free)} free.",
+            f"Not enough disk space for {what}: it needs {fmt_bytes(need)}, plus {fmt_bytes(HEADROOM)} kennel keeps free "
+            f"for its databases and logs, and {folder} has {fmt_bytes(free)} free.",
             hint="Free space (`kennel gc`, `kennel rm`), or set KENNEL_HOME to a larger disk.",
         )
 
@@ -141,8 +142,10 @@ class BlobStore:
         digest = h.hexdigest()
         if expected is not None and digest != expected:
             tmp.unlink(missing_ok=True)
-            raise ChecksumError(f"{src.name} has sha256 {digest[:12]}…, expected {expected[:12]}….",
-                                hint="The file is damaged or not the one listed; copy it again.")  # fmt: skip
+            raise ChecksumError(
+                f"{src.name} has sha256 {digest[:12]}…, expected {expected[:12]}….",
+                hint="The file is damaged or not the one listed; copy it again.",
+            )
         return self._place(tmp, digest)
 
     def _place(self, tmp: Path, digest: str) -> str:

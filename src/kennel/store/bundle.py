@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.catalog.entries import find as catalog_find
-from kennel.errors import BundleError, ChecksumError
+from kennel.errors import BundleError, ChecksumError, InvalidOptionError
 from kennel.store.blobs import CHUNK, check_free_space
 from kennel.store.names import Ref, check_name
 from kennel.store.profile import Profile
@@ -43,18 +43,31 @@ def export_bundle(
     catalog_name = store.catalog_name(v.model)
     entry = catalog_find(catalog_name) if catalog_name else None
     manifest = {
-        "format": FORMAT, "exported_at": now(), "model": v.model, "version": v.version, "tags": list(v.tags),
-        "message": v.message, "profile": v.profile.to_yaml(),
-        "blobs": [{"digest": b.digest, "size": b.size, "kind": b.kind, "file_name": b.file_name} for b in blobs],
+        "format": FORMAT,
+        "exported_at": now(),
+        "model": v.model,
+        "version": v.version,
+        "tags": list(v.tags),
+        "message": v.message,
+        "profile": v.profile.to_yaml(),
+        "blobs": [
+            {"digest": b.digest, "size": b.size, "kind": b.kind, "file_name": b.file_name} for b in blobs
+        ],
         "catalog": entry.model_dump(mode="json") if entry else None,
-    }  # fmt: skip
+    }
     raw = json.dumps(manifest, indent=2).encode()
     sums = [f"{hashlib.sha256(raw).hexdigest()}  manifest.json"] + [
         f"{b.digest}  blobs/sha256-{b.digest}" for b in blobs
     ]
     total = sum(b.size for b in blobs)
     out = out.expanduser()
-    check_free_space(out.parent if out.parent != Path() else Path.cwd(), total, what=str(out))
+    folder = out.parent if out.parent != Path() else Path.cwd()
+    if not folder.is_dir():  # a typo in -o should not grow a tree of folders
+        raise InvalidOptionError(
+            f"There is no folder {folder} to write {out.name} in.",
+            hint=f"Create it first (mkdir -p {folder}), or give -o a path in an existing folder.",
+        )
+    check_free_space(folder, total, what=str(out))
     tmp = out.with_name(out.name + ".partial")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, "manifest.json", raw)
@@ -92,14 +105,23 @@ class _Counting(io.RawIOBase):
         return data
 
 
-def import_bundle(store: Store, path: Path, *, name: str | None = None, actor: str | None = None,
-                  message: str = "", progress: BundleProgress | None = None) -> VersionInfo:  # fmt: skip
+def import_bundle(
+    store: Store,
+    path: Path,
+    *,
+    name: str | None = None,
+    actor: str | None = None,
+    message: str = "",
+    progress: BundleProgress | None = None,
+) -> VersionInfo:
     path = path.expanduser()
     try:
         tar = tarfile.open(path, "r:")  # noqa: SIM115  # closed by the `with tar` below
     except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"{path} is not a kennel bundle (not a readable tar: {exc}).",
-                          hint="Make one with `kennel export NAME -o bundle.tar`.") from exc  # fmt: skip
+        raise BundleError(
+            f"{path} is not a kennel bundle (not a readable tar: {exc}).",
+            hint="Make one with `kennel export NAME -o bundle.tar`.",
+        ) from exc
     staged: dict[str, Path] = {}
     try:
         try:
@@ -107,13 +129,20 @@ def import_bundle(store: Store, path: Path, *, name: str | None = None, actor: s
                 manifest, sums = _read_index(tar, path)
                 # names are checked before any blob is admitted
                 model = check_name(name or manifest["model"])
-                tags = ["latest", *(check_name(t, what="tag") for t in manifest.get("tags", [])
-                                    if isinstance(t, str) and t != "latest")]  # fmt: skip
+                tags = [
+                    "latest",
+                    *(
+                        check_name(t, what="tag")
+                        for t in manifest.get("tags", [])
+                        if isinstance(t, str) and t != "latest"
+                    ),
+                ]
                 check_free_space(store.root, sum(int(b["size"]) for b in manifest["blobs"]), what=path.name)
                 staged = _stage_blobs(store, tar, manifest, sums, path, progress)
         except (tarfile.TarError, EOFError) as exc:
-            raise BundleError(f"{path.name} is damaged or incomplete ({exc}).",
-                              hint="Copy it again, or export it again.") from exc  # fmt: skip
+            raise BundleError(
+                f"{path.name} is damaged or incomplete ({exc}).", hint="Copy it again, or export it again."
+            ) from exc
         profile = Profile.from_yaml(manifest["profile"])
         for b in manifest["blobs"]:
             digest = store.blobs.admit(staged.pop(b["digest"]), expected=b["digest"], move=True)
@@ -121,9 +150,15 @@ def import_bundle(store: Store, path: Path, *, name: str | None = None, actor: s
                 digest, kind=b["kind"], file_name=b["file_name"], source=f"bundle {path.name}"
             )
         entry = manifest.get("catalog") or {}
-        return store.add_version(model, profile, action="import", actor=actor, tags=tags,
-                                 message=message or f"imported bundle {path.name} ({manifest['model']}@{manifest['version']})",
-                                 catalog_name=entry.get("name") if catalog_find(str(entry.get("name", ""))) else None)  # fmt: skip
+        return store.add_version(
+            model,
+            profile,
+            action="import",
+            actor=actor,
+            tags=tags,
+            message=message or f"imported bundle {path.name} ({manifest['model']}@{manifest['version']})",
+            catalog_name=entry.get("name") if catalog_find(str(entry.get("name", ""))) else None,
+        )
     finally:
         for p in staged.values():
             p.unlink(missing_ok=True)
@@ -133,8 +168,10 @@ def _read_index(tar: tarfile.TarFile, path: Path) -> tuple[dict[str, Any], dict[
     members = {}
     for m in tar.getmembers():
         if not m.isfile() or m.name.startswith("/") or ".." in m.name.split("/"):
-            raise BundleError(f"{path.name} holds an unsafe member {m.name!r} (a link, device or path outside).",
-                              hint="Only bundles made by `kennel export` can be imported.")  # fmt: skip
+            raise BundleError(
+                f"{path.name} holds an unsafe member {m.name!r} (a link, device or path outside).",
+                hint="Only bundles made by `kennel export` can be imported.",
+            )
         if m.name not in ("manifest.json", "SHA256SUMS") and not _BLOB_MEMBER.match(m.name):
             raise BundleError(f"{path.name} holds an unexpected member {m.name!r}.")
         members[m.name] = m
@@ -147,8 +184,10 @@ def _read_index(tar: tarfile.TarFile, path: Path) -> tuple[dict[str, Any], dict[
         digest, _, member = line.partition("  ")
         sums[member.strip()] = digest.strip()
     if hashlib.sha256(raw).hexdigest() != sums.get("manifest.json"):
-        raise ChecksumError(f"The manifest of {path.name} does not match its SHA256SUMS.",
-                            hint="The bundle was altered or damaged in transit; export it again.")  # fmt: skip
+        raise ChecksumError(
+            f"The manifest of {path.name} does not match its SHA256SUMS.",
+            hint="The bundle was altered or damaged in transit; export it again.",
+        )
     try:
         manifest = json.loads(raw)
         needs = {d for d, _, _ in Profile.from_yaml(manifest["profile"]).blobs()}
@@ -160,21 +199,29 @@ def _read_index(tar: tarfile.TarFile, path: Path) -> tuple[dict[str, Any], dict[
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"The manifest of {path.name} is not a {FORMAT} manifest ({exc}).") from exc
     if not ok:
-        raise BundleError(f"The manifest of {path.name} is not a {FORMAT} manifest.",
-                          hint="It may come from a newer kennel; upgrade kennel here.")  # fmt: skip
+        raise BundleError(
+            f"The manifest of {path.name} is not a {FORMAT} manifest.",
+            hint="It may come from a newer kennel; upgrade kennel here.",
+        )
     for b in manifest["blobs"]:
         member = f"blobs/sha256-{b['digest']}"
         if member not in members or members[member].size != int(b["size"]) or sums.get(member) != b["digest"]:
-            raise BundleError(f"{path.name} lacks {member} or lists it with another size or checksum.",
-                              hint="The bundle is incomplete; export it again.")  # fmt: skip
+            raise BundleError(
+                f"{path.name} lacks {member} or lists it with another size or checksum.",
+                hint="The bundle is incomplete; export it again.",
+            )
     listed = {f"blobs/sha256-{b['digest']}" for b in manifest["blobs"]}
     extra = sorted(n for n in members if _BLOB_MEMBER.match(n) and n not in listed)
     if extra:
-        raise BundleError(f"{path.name} holds {extra[0]!r}, which its manifest does not list.",
-                          hint="Only bundles made by `kennel export` can be imported.")  # fmt: skip
+        raise BundleError(
+            f"{path.name} holds {extra[0]!r}, which its manifest does not list.",
+            hint="Only bundles made by `kennel export` can be imported.",
+        )
     if not needs <= {b["digest"] for b in manifest["blobs"]}:
-        raise BundleError(f"The profile in {path.name} uses blobs the bundle does not hold.",
-                          hint="The bundle is incomplete; export it again.")  # fmt: skip
+        raise BundleError(
+            f"The profile in {path.name} uses blobs the bundle does not hold.",
+            hint="The bundle is incomplete; export it again.",
+        )
     return manifest, sums
 
 
@@ -185,8 +232,14 @@ def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return f.read() if f is not None else b""
 
 
-def _stage_blobs(store: Store, tar: tarfile.TarFile, manifest: dict[str, Any], sums: dict[str, str], path: Path,
-                 progress: BundleProgress | None) -> dict[str, Path]:  # fmt: skip
+def _stage_blobs(
+    store: Store,
+    tar: tarfile.TarFile,
+    manifest: dict[str, Any],
+    sums: dict[str, str],
+    path: Path,
+    progress: BundleProgress | None,
+) -> dict[str, Path]:
     staged: dict[str, Path] = {}
     total = sum(int(b["size"]) for b in manifest["blobs"])
     done = 0
@@ -207,8 +260,10 @@ def _stage_blobs(store: Store, tar: tarfile.TarFile, manifest: dict[str, Any], s
                     if progress:
                         progress("import", done, total)
             if h.hexdigest() != digest:
-                raise ChecksumError(f"Blob {digest[:12]}… in {path.name} has sha256 {h.hexdigest()[:12]}….",
-                                    hint="The bundle was damaged in transit; copy or export it again.")  # fmt: skip
+                raise ChecksumError(
+                    f"Blob {digest[:12]}… in {path.name} has sha256 {h.hexdigest()[:12]}….",
+                    hint="The bundle was damaged in transit; copy or export it again.",
+                )
     except BaseException:
         for p in staged.values():
             p.unlink(missing_ok=True)

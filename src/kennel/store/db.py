@@ -9,12 +9,13 @@ back the journal on next open.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kennel.errors import StoreError
+from kennel.errors import StoreError, home_not_writable
 
 # (name, SQL) pairs; another database (keys.db) passes its own tuple to connect()/migrate()
 Migrations = tuple[tuple[str, str], ...]
@@ -91,10 +92,17 @@ MIGRATIONS: Migrations = (
 )
 
 
+# what SQLite says when the folder or disk, not the database, is the problem
+_NOT_WRITABLE = re.compile(r"readonly|read-only|unable to open|disk is full|disk I/O|permission", re.I)
+
+
 def connect(path: Path, migrations: Migrations | None = None) -> sqlite3.Connection:
     """Open (creating and migrating) the store database, or another one with its own migrations
     (None: the store's MIGRATIONS)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise home_not_writable(path.parent, exc.strerror or exc) from exc
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
@@ -108,6 +116,8 @@ def connect(path: Path, migrations: Migrations | None = None) -> sqlite3.Connect
             conn.close()
         if isinstance(exc, StoreError):
             raise
+        if isinstance(exc, sqlite3.OperationalError) and _NOT_WRITABLE.search(str(exc)):
+            raise home_not_writable(path, exc) from exc
         raise StoreError(
             f"The store database {path} cannot be opened: {exc}.",
             hint="If the disk is full, free space; if the file is damaged, move it aside and re-import your models.",

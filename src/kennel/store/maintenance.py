@@ -117,8 +117,13 @@ def plan_rm(store: Store, ref_text: str) -> RemovalPlan:
     for d in sorted(store.blobs_of(ref.name, versions)):
         if d in in_use:
             blocked.append(f"blob {d[:12]}… is loaded by {in_use[d]}; stop it first")
-    return RemovalPlan(ref.name, tuple(versions), tuple(drop_tags), tuple(store.blob(d) for d in sorted(freed)),
-                       tuple(blocked))  # fmt: skip
+    return RemovalPlan(
+        ref.name,
+        tuple(versions),
+        tuple(drop_tags),
+        tuple(store.blob(d) for d in sorted(freed)),
+        tuple(blocked),
+    )
 
 
 def _digests_of_other_models(store: Store, name: str) -> set[str]:
@@ -133,8 +138,14 @@ def _digests_of_other_models(store: Store, name: str) -> set[str]:
 def execute_rm(store: Store, plan: RemovalPlan, *, actor: str | None = None, message: str = "") -> None:
     if plan.blocked:
         raise InUseError(f"Cannot remove {plan.model}: {'; '.join(plan.blocked)}.")
-    store.mark_removed(plan.model, list(plan.versions), drop_tags=list(plan.tags), actor=actor, message=message,
-                       detail=plan.describe())  # fmt: skip
+    store.mark_removed(
+        plan.model,
+        list(plan.versions),
+        drop_tags=list(plan.tags),
+        actor=actor,
+        message=message,
+        detail=plan.describe(),
+    )
     digests = [b.digest for b in plan.blobs]
     store.forget_blobs(digests)  # rows first: a crash after this leaves files that gc collects
     for d in digests:
@@ -182,5 +193,9 @@ def execute_gc(store: Store, plan: GcPlan, *, actor: str | None = None) -> None:
         store.blobs.remove(d)
     for p, _ in plan.partial_files:
         p.unlink(missing_ok=True)
-    store.audit_event("gc", actor=actor, detail=f"freed {fmt_bytes(plan.freed_bytes)}: {len(digests)} blob(s), "
-                      f"{len(plan.partial_files)} partial download(s)")  # fmt: skip
+    store.audit_event(
+        "gc",
+        actor=actor,
+        detail=f"freed {fmt_bytes(plan.freed_bytes)}: {len(digests)} blob(s), "
+        f"{len(plan.partial_files)} partial download(s)",
+    )

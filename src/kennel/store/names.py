@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kennel.errors import InvalidNameError
 
+MAX_NAME = 128
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,127}$")
 DEFAULT_TAG = "latest"
 
@@ -20,12 +21,21 @@ def check_name(name: str, *, what: str = "model name") -> str:
     n = name.strip().lower()
     if not _NAME.match(n) or ".." in n or n.endswith((".", "-")):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9._\-]", c)})
-        why = f"it contains {' '.join(repr(c) for c in bad)}" if bad else "it has a bad shape"
-        if ".." in n:
+        if ".." in n:  # named first: a path climbing out is the worst thing wrong with it
             why = "it contains '..'"
+        elif bad:
+            why = f"it contains {' '.join(repr(c) for c in bad)}"
+        elif len(n) > MAX_NAME:
+            why = f"it is {len(n)} characters long, more than {MAX_NAME}"
+        elif not n:
+            why = "it is empty"
+        elif n.endswith((".", "-")) or not n[0].isalnum():
+            why = "it must start with a letter or digit and end with one"
+        else:
+            why = "it has a bad shape"
         raise InvalidNameError(
             f"{name!r} is not a valid {what}: {why}.",
-            hint="Use lower-case letters, digits, '.', '-' and '_' (at most 128), e.g. qwen2.5-7b or prod.",
+            hint=f"Use lower-case letters, digits, '.', '-' and '_' (at most {MAX_NAME}), e.g. qwen2.5-7b or prod.",
         )
     return n
 
@@ -50,8 +60,10 @@ def parse_ref(text: str) -> Ref:
     if "@" in s:
         name, _, v = s.partition("@")
         if not v.isdigit() or int(v) < 1:
-            raise InvalidNameError(f"{text!r}: the version after '@' must be a number like 3.",
-                                   hint="See the versions with `kennel history NAME`.")  # fmt: skip
+            raise InvalidNameError(
+                f"{text!r}: the version after '@' must be a number like 3.",
+                hint="See the versions with `kennel history NAME`.",
+            )
         return Ref(check_name(name), version=int(v))
     if ":" in s:
         name, _, tag = s.partition(":")

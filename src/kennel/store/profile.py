@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kennel.errors import InvalidOptionError
+
+SystemPolicy = Literal["prepend", "replace", "forbid"]
 
 
 class SamplingFields(BaseModel):
@@ -54,6 +56,11 @@ class Profile(BaseModel):
     adapter_scale: float = Field(default=1.0, gt=0, le=4)
     template: str | None = Field(default=None, description="Chat template (Jinja) replacing the GGUF's.")
     system: str | None = None
+    system_policy: SystemPolicy = Field(
+        default="prepend",
+        description="A client's own system message: after the profile's (prepend), instead of it "
+        "(replace), or refused (forbid).",
+    )
     parameters: Sampling = Sampling()
     context: int | None = Field(default=None, ge=64, le=1 << 22)
 
@@ -85,6 +92,7 @@ class ProfileSpec(BaseModel):
     adapter_scale: float | None = Field(default=None, gt=0, le=4)
     template: str | None = None
     system: str | None = None
+    system_policy: SystemPolicy | None = None
     parameters: Sampling | None = None
     context: int | None = Field(default=None, ge=64, le=1 << 22)
 
@@ -104,7 +112,7 @@ class ProfileSpec(BaseModel):
             )
             raise InvalidOptionError(
                 f"{path} is not a kennel profile: {problems}.",
-                hint="Fields: from, adapter, adapter_scale, template, system, parameters, context.",
+                hint="Fields: from, adapter, adapter_scale, template, system, system_policy, parameters, context.",
             ) from exc
 
     def overrides(self) -> dict[str, Any]:

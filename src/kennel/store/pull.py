@@ -24,8 +24,8 @@ from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
 from kennel.catalog.entries import CatalogEntry
 from kennel.catalog.entries import find as catalog_find
+from kennel.catalog.resolve import choose_gguf, hub_call, hub_endpoint, hub_token, parse_hub_ref, split_names
 from kennel.errors import ModelNotFoundError, ModelSourceError, RemoteError
-from kennel.model.resolve import choose_gguf, hub_call, hub_endpoint, hub_token, parse_hub_ref, split_names
 from kennel.store.add import check_gguf, default_name, version_tags
 from kennel.store.blobs import check_free_space, disk_full
 from kennel.store.names import check_name, parse_ref
@@ -71,12 +71,21 @@ def plan_pull(
     entry = catalog_find(head)
     if entry is not None:
         if entry.gguf is None:
-            raise ModelNotFoundError(f"The catalog lists no GGUF source for {entry.name}.",
-                                     hint="Pull a GGUF repo by its hf.co/OWNER/REPO name instead.")  # fmt: skip
+            raise ModelNotFoundError(
+                f"The catalog lists no GGUF source for {entry.name}.",
+                hint="Pull a GGUF repo by its hf.co/OWNER/REPO name instead.",
+            )
         q = (quant or (default_quant(entry) if default_quant else "Q4_K_M")).upper()
         listed = entry.gguf.file(q) if q in entry.gguf.quants else None
-        return _plan_repo(entry.gguf.repo, quant=q, file=file or listed, revision=revision, name=name or entry.name,
-                          catalog_name=entry.name, lenient_file=file is None)  # fmt: skip
+        return _plan_repo(
+            entry.gguf.repo,
+            quant=q,
+            file=file or listed,
+            revision=revision,
+            name=name or entry.name,
+            catalog_name=entry.name,
+            lenient_file=file is None,
+        )
     repo, hub_quant = parse_hub_ref(ref)
     if repo is None:
         parse_ref(head)  # a name with path tricks or shell characters gets its own clear error
@@ -89,8 +98,16 @@ def plan_pull(
     )
 
 
-def _plan_repo(repo: str, *, quant: str | None, file: str | None, revision: str | None, name: str | None,
-               catalog_name: str | None, lenient_file: bool) -> PullTarget:  # fmt: skip
+def _plan_repo(
+    repo: str,
+    *,
+    quant: str | None,
+    file: str | None,
+    revision: str | None,
+    name: str | None,
+    catalog_name: str | None,
+    lenient_file: bool,
+) -> PullTarget:
     api = HfApi(endpoint=hub_endpoint(), token=hub_token())
     info = hub_call(f"hf.co/{repo}", api.model_info, repo, revision=revision, files_metadata=True)
     siblings = {s.rfilename: s for s in (info.siblings or [])}
@@ -143,9 +160,15 @@ def pull(
             http.close()
     header = check_gguf(store.blobs.path(digests[0]))
     profile = Profile(base=tuple(digests), base_file=target.files[0].path.rsplit("/", 1)[-1])
-    return store.add_version(target.name, profile, action="pull", actor=actor,
-                             message=message or f"pulled hf.co/{target.repo}/{target.files[0].path}",
-                             tags=version_tags(header), catalog_name=target.catalog_name)  # fmt: skip
+    return store.add_version(
+        target.name,
+        profile,
+        action="pull",
+        actor=actor,
+        message=message or f"pulled hf.co/{target.repo}/{target.files[0].path}",
+        tags=version_tags(header),
+        catalog_name=target.catalog_name,
+    )
 
 
 def _key(f: RemoteFile, target: PullTarget) -> str:
@@ -166,8 +189,14 @@ def _fetch_one(
             return f.sha256
         part = store.blobs.partial_path(key)
         url = hf_hub_url(target.repo, f.path, revision=target.commit, endpoint=hub_endpoint())
-        download(http, url, part, size=f.size, headers=build_hf_headers(token=hub_token()),
-                 on_progress=(lambda done: progress(f.path, done, f.size)) if progress else None)  # fmt: skip
+        download(
+            http,
+            url,
+            part,
+            size=f.size,
+            headers=build_hf_headers(token=hub_token()),
+            on_progress=(lambda done: progress(f.path, done, f.size)) if progress else None,
+        )
         first = f.path == target.files[0].path
         if first and f.sha256 is None:
             _check_or_discard(part)  # without a checksum, the GGUF check is all there is
@@ -235,13 +264,17 @@ def download(
         if got == 0 and size > 0:
             stalled += 1
             if stalled >= MAX_STALLED_ATTEMPTS:
-                raise RemoteError(f"The server sends no bytes for {url.rsplit('/', 1)[-1]}.",
-                                  hint="Try again later; the partial file is kept.")  # fmt: skip
+                raise RemoteError(
+                    f"The server sends no bytes for {url.rsplit('/', 1)[-1]}.",
+                    hint="Try again later; the partial file is kept.",
+                )
         if size == 0:
             open(path, "ab").close()
             return
-    raise RemoteError(f"Gave up on {url.rsplit('/', 1)[-1]} after {MAX_REQUESTS} requests.",
-                      hint="Run the same command again: it resumes.")  # fmt: skip
+    raise RemoteError(
+        f"Gave up on {url.rsplit('/', 1)[-1]} after {MAX_REQUESTS} requests.",
+        hint="Run the same command again: it resumes.",
+    )
 
 
 class _ShortRead(Exception):
@@ -250,8 +283,14 @@ class _ShortRead(Exception):
         self.got = got
 
 
-def _get_range(http: httpx.Client, url: str, path: str, have: int, headers: dict[str, str],
-               on_progress: Callable[[int], None] | None) -> int:  # fmt: skip
+def _get_range(
+    http: httpx.Client,
+    url: str,
+    path: str,
+    have: int,
+    headers: dict[str, str],
+    on_progress: Callable[[int], None] | None,
+) -> int:
     """One request for the bytes after ``have``; returns how many new bytes were written."""
     req_headers = {**headers, "Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
     got = 0
@@ -290,8 +329,10 @@ def _raise_for_status(r: httpx.Response, url: str) -> None:
         return
     name = url.rsplit("/", 1)[-1]
     if r.status_code in (401, 403):
-        raise RemoteError(f"The hub refused {name} (HTTP {r.status_code}).",
-                          hint="Gated models need HF_TOKEN and an accepted licence on the model page.")  # fmt: skip
+        raise RemoteError(
+            f"The hub refused {name} (HTTP {r.status_code}).",
+            hint="Gated models need HF_TOKEN and an accepted licence on the model page.",
+        )
     if r.status_code == 404:
         raise ModelNotFoundError(f"{name} is no longer on the hub.", hint="Check the repo and revision.")
     raise RemoteError(

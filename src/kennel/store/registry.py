@@ -105,8 +105,9 @@ class Store:
     def blob(self, digest: str) -> BlobInfo:
         row = self.conn.execute("SELECT * FROM blobs WHERE digest = ?", (digest,)).fetchone()
         if row is None:
-            raise NotInStoreError(f"No blob sha256:{digest[:12]}… in the store.",
-                                  hint="`kennel ls` lists what the store holds.")  # fmt: skip
+            raise NotInStoreError(
+                f"No blob sha256:{digest[:12]}… in the store.", hint="`kennel ls` lists what the store holds."
+            )
         return BlobInfo(**dict(row))
 
     def find_blob(self, prefix: str) -> BlobInfo:
@@ -114,8 +115,10 @@ class Store:
             "SELECT * FROM blobs WHERE digest LIKE ?", (prefix.lower() + "%",)
         ).fetchall()
         if len(rows) != 1 or len(prefix) < 8:
-            raise NotInStoreError(f"sha256:{prefix} matches {len(rows)} blobs in the store.",
-                                  hint="Give at least 8 hex digits that match exactly one blob.")  # fmt: skip
+            raise NotInStoreError(
+                f"sha256:{prefix} matches {len(rows)} blobs in the store.",
+                hint="Give at least 8 hex digits that match exactly one blob.",
+            )
         return BlobInfo(**dict(rows[0]))
 
     # ---- models, versions, tags -----------------------------------------------------------
@@ -126,9 +129,16 @@ class Store:
         row = self.conn.execute("SELECT catalog_name FROM models WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
+    def live_models(self) -> list[str]:
+        """Models with at least one version not removed: the ones a user can still use."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT model FROM versions WHERE removed_at IS NULL ORDER BY model"
+        )
+        return [r[0] for r in rows]
+
     def _require_model(self, name: str) -> None:
         if self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
-            known = self.models()
+            known = self.live_models()
             hint = (
                 f"Models in the store: {', '.join(known[:10])}."
                 if known
@@ -151,10 +161,15 @@ class Store:
 
     def _version(self, row: sqlite3.Row, tags: dict[str, int]) -> VersionInfo:
         return VersionInfo(
-            model=row["model"], version=row["version"], profile=Profile.from_yaml(row["profile"]),
-            created_at=row["created_at"], actor=row["actor"], message=row["message"],
-            removed=row["removed_at"] is not None, tags=tuple(t for t, v in tags.items() if v == row["version"]),
-        )  # fmt: skip
+            model=row["model"],
+            version=row["version"],
+            profile=Profile.from_yaml(row["profile"]),
+            created_at=row["created_at"],
+            actor=row["actor"],
+            message=row["message"],
+            removed=row["removed_at"] is not None,
+            tags=tuple(t for t, v in tags.items() if v == row["version"]),
+        )
 
     def version(self, name: str, version: int) -> VersionInfo:
         self._require_model(name)
@@ -174,8 +189,10 @@ class Store:
             tag = ref.tag or DEFAULT_TAG
             tags = self.tags(ref.name)
             if tag not in tags:
-                raise NotInStoreError(f"{ref.name} has no tag {tag!r}.",
-                                      hint=f"Tags: {', '.join(tags) or 'none'}; or give NAME@VERSION.")  # fmt: skip
+                raise NotInStoreError(
+                    f"{ref.name} has no tag {tag!r}.",
+                    hint=f"Tags: {', '.join(tags) or 'none'}; or give NAME@VERSION.",
+                )
             v = self.version(ref.name, tags[tag])
         if v.removed:
             raise NotInStoreError(
@@ -223,8 +240,12 @@ class Store:
                 self.conn.execute(
                     "INSERT INTO version_blobs VALUES (?, ?, ?, ?, ?)", (name, number, digest, role, pos)
                 )
-            detail = diff_profiles(previous, profile, label_a=f"{name}@{number - 1}" if previous else "/dev/null",
-                                   label_b=f"{name}@{number}")  # fmt: skip
+            detail = diff_profiles(
+                previous,
+                profile,
+                label_a=f"{name}@{number - 1}" if previous else "/dev/null",
+                label_b=f"{name}@{number}",
+            )
             self._audit(who, action, name, None, None, number, detail, message)
             for tag in tags:
                 self._move_tag(name, tag, number, who, "tag", message)
@@ -288,8 +309,10 @@ class Store:
         if to is None:
             older = [v for v in live if v < current]
             if not older:
-                raise StoreError(f"{name}:{tag} is at version {current}, the oldest there is; nothing to roll back to.",
-                                 hint=f"See `kennel history {name}`.")  # fmt: skip
+                raise StoreError(
+                    f"{name}:{tag} is at version {current}, the oldest there is; nothing to roll back to.",
+                    hint=f"See `kennel history {name}`.",
+                )
             to = older[-1]
         elif to not in live:
             raise NotInStoreError(
@@ -312,8 +335,17 @@ class Store:
         va, vb = self.version(name, a), self.version(name, b)
         return diff_profiles(va.profile, vb.profile, label_a=f"{name}@{a}", label_b=f"{name}@{b}")
 
-    def _audit(self, actor: str, action: str, model: str | None, tag: str | None,
-               before: int | None, after: int | None, detail: str, message: str) -> None:  # fmt: skip
+    def _audit(
+        self,
+        actor: str,
+        action: str,
+        model: str | None,
+        tag: str | None,
+        before: int | None,
+        after: int | None,
+        detail: str,
+        message: str,
+    ) -> None:
         self.conn.execute(
             "INSERT INTO audit (at, actor, action, model, tag, version_before, version_after, detail, message) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -335,8 +367,16 @@ class Store:
             out |= {d for d, _, _ in self.version(name, v).profile.blobs()}
         return out
 
-    def mark_removed(self, name: str, versions: list[int], *, drop_tags: list[str], actor: str | None,
-                     message: str, detail: str) -> None:  # fmt: skip
+    def mark_removed(
+        self,
+        name: str,
+        versions: list[int],
+        *,
+        drop_tags: list[str],
+        actor: str | None,
+        message: str,
+        detail: str,
+    ) -> None:
         who = actor or os_actor()
         with db.transaction(self.conn):
             for tag in drop_tags:

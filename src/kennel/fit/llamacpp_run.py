@@ -5,7 +5,7 @@ buffers, per backend), which is the ground truth the fit estimate is tested agai
 prompt processing and generation, for ``kennel fit --measure``. Timings are llama.cpp's own
 (the ``timings`` of its completion response), so they count what llama.cpp did, not Python.
 
-Each run happens in a child process (``python -m kennel.engines.llamacpp_bench``): its stderr is
+Each run happens in a child process (``python -m kennel.fit.llamacpp_run``): its stderr is
 llama.cpp's log, a model too big for the machine kills the child rather than kennel, and every
 run starts from a fresh llama.cpp.
 """
@@ -73,7 +73,7 @@ def _run_child(job: dict[str, Any], timeout: float) -> tuple[dict[str, Any], str
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "kennel.engines.llamacpp_bench", json.dumps(job)],
+            [sys.executable, "-m", "kennel.fit.llamacpp_run", json.dumps(job)],
             capture_output=True,
             text=True,
             timeout=timeout,

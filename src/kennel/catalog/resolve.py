@@ -12,6 +12,8 @@ metadata, config.json and GGUF headers is fetched.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import re
@@ -137,6 +139,16 @@ def _from_url(url: str) -> ResolvedModel:
     )
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a failed connection raises: huggingface_hub 1.x goes through httpx or requests,
+    2.x through its own fork, httpx2."""
+    errors: list[type[BaseException]] = [hf_errors.HfHubHTTPError, httpx.HTTPError, OSError]
+    for module, name in (("httpx2", "HTTPError"), ("requests.exceptions", "RequestException")):
+        with contextlib.suppress(ImportError, AttributeError):
+            errors.append(getattr(importlib.import_module(module), name))
+    return tuple(errors)
+
+
 def hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     try:
         return fn(*args, **kwargs)
@@ -152,10 +164,12 @@ def hub_call(what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise ModelNotFoundError(
             f"{what} was not found on the hub.", hint="Check the spelling; private repos need HF_TOKEN."
         ) from exc
-    except (hf_errors.HfHubHTTPError, httpx.HTTPError, OSError) as exc:
+    except _transport_errors() as exc:
         raise RemoteError(
-            f"Could not reach the hub for {what}: {exc}.",
-            hint="Check the network or HF_ENDPOINT; kennel fit also takes local files.",
+            f"Cannot reach the Hugging Face hub at {hub_endpoint()} for {what} ({exc}).",
+            hint="Check the network, or set HF_ENDPOINT to a mirror. Offline: bring the file in with "
+            "`kennel import FILE.gguf` (or a bundle made by `kennel export`), and size local files with "
+            "`kennel fit ./FILE.gguf`.",
         ) from exc
 
 

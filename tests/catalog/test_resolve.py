@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kennel.catalog.resolve import resolve
 from kennel.errors import ModelNotFoundError, NotGGUFError, RemoteError, UnsupportedModelError
-from kennel.model.resolve import resolve
 from kennel.model.synthetic import synthetic_shape, write_synthetic_gguf
 from tests.hubserver import HubState, Repo, hub_server
 
@@ -150,3 +150,15 @@ def test_hub_config_json(monkeypatch: pytest.MonkeyPatch) -> None:
             resolve("no/files")
         with pytest.raises(RemoteError, match="HF_TOKEN"):
             resolve("gated/model")
+
+
+def test_no_network_says_so_and_how_to_work_offline() -> None:
+    """The test environment's HF_ENDPOINT is a closed loopback port: what a user without network
+    meets. It is a RemoteError naming the endpoint and the offline way, never an internal error."""
+    with pytest.raises(
+        RemoteError, match=r"Cannot reach the Hugging Face hub at http://127\.0\.0\.1:9"
+    ) as info:
+        resolve("hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF")
+    assert "HF_ENDPOINT" in str(info.value) and "kennel import" in str(info.value)
+    with pytest.raises(RemoteError, match="Cannot reach"):
+        resolve("Qwen/Qwen3-8B")

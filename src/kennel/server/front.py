@@ -1,0 +1,138 @@
+"""The ASGI layer in front of the routes, for what must hold before a route runs or whatever it
+does: every API body read as JSON, a cap on its size (413) and on the time to send it (408), and
+a request-log line for every API request, the refused ones included (a 401 names why the key
+failed), so key guessing and bad clients show in the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kennel.errors import RequestTimeoutError, RequestTooLargeError
+from kennel.server.http_errors import kennel_error_body
+
+log = logging.getLogger("kennel.requests")
+API = ("/v1/", "/rerank", "/kennel/")
+Message = dict[str, Any]
+
+
+def log_request(scope_state: dict[str, Any], fields: dict[str, Any]) -> None:
+    """One line per request, metadata only; a request logs once (the front skips it then)."""
+    scope_state["logged"] = True
+    log.info(json.dumps(fields))
+
+
+class Front:
+    def __init__(self, app: Any, *, max_body: int, body_timeout: float) -> None:
+        self.app = app
+        self.state = app.state  # create_app's callers reach app.state through the front
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Message]], send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API):
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})
+        t0 = time.monotonic()
+        started: dict[str, int] = {}
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started["status"] = message["status"]
+            await send(message)
+
+        if scope["method"] == "POST":
+            # curl -d sends a form Content-Type; every API body is JSON
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            # Read here, whole, rather than in the route: the framework turns any failure while
+            # parsing into a vague 400, and a slow or huge body must be a 408 or a 413.
+            try:
+                body = await self._read_body(scope, receive, t0)
+            except (RequestTimeoutError, RequestTooLargeError) as exc:
+                await self._refuse(sending, exc)
+                self._log(scope, started, t0)
+                return
+            if body is None:  # the client left while sending
+                self._log(scope, started, t0)
+                return
+            receive = _replay(body, receive)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self._log(scope, started, t0)
+
+    def _too_large(self) -> RequestTooLargeError:
+        return RequestTooLargeError(
+            f"The request body is over {self.max_body >> 20} MiB, more than any prompt this server takes.",
+            hint="Send less text, or raise the server's --max-body.",
+        )
+
+    async def _read_body(
+        self, scope: Any, receive: Callable[[], Awaitable[Message]], t0: float
+    ) -> bytes | None:
+        """The whole body, or None if the client disconnected; over the cap (refused unread
+        when Content-Length says so) or slower than the time limit raises."""
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_body:
+            raise self._too_large()
+        parts: list[bytes] = []
+        got = 0
+        while True:
+            left = t0 + self.body_timeout - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except TimeoutError as exc:
+                raise RequestTimeoutError(
+                    f"The request body did not arrive within {self.body_timeout:g} s.",
+                    hint="Send the whole body at once; a client that stalls mid-body is cut off.",
+                ) from exc
+            if message["type"] == "http.disconnect":
+                return None
+            part = message.get("body", b"")
+            got += len(part)
+            if got > self.max_body:
+                raise self._too_large()
+            parts.append(part)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    async def _refuse(self, send: Any, exc: RequestTimeoutError | RequestTooLargeError) -> None:
+        body = json.dumps(kennel_error_body(exc)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": exc.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _log(self, scope: Any, started: dict[str, int], t0: float) -> None:
+        state = scope["state"]
+        if state.get("logged"):
+            return
+        fields: dict[str, Any] = {
+            "endpoint": scope["path"],
+            "key": state.get("key"),
+            "status": started.get("status", 499),
+            "latency_ms": round((time.monotonic() - t0) * 1000),
+        }
+        if state.get("auth_failure"):
+            fields["auth"] = state["auth_failure"]
+        log.info(json.dumps(fields))
+
+
+def _replay(body: bytes, receive: Callable[[], Awaitable[Message]]) -> Callable[[], Awaitable[Message]]:
+    """The body already read, once; then the client's own messages (a disconnect, for streams)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
