@@ -34,7 +34,8 @@ def _cell(est: int, real: int) -> str:
 
 def main() -> None:
     print(
-        f"{'shape':38s} {'weights est / llama / diff':>26s}  {'KV cache':>24s}  {'compute':>24s}  {'total':>24s}"
+        f"{'shape':38s} {'weights est / llama / diff':>26s}  {'KV cache':>24s}  "
+        f"{'compute':>24s}  {'total':>24s}"
     )
     worst = 0.0
     with tempfile.TemporaryDirectory() as d:

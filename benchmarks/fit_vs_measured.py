@@ -15,6 +15,7 @@ import time
 from kennel.catalog.resolve import resolve
 from kennel.fit.estimate import default_run
 from kennel.fit.measure import measure
+from kennel.fit.speed import UNCALIBRATED
 from kennel.hardware.probe import probe
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes
@@ -36,24 +37,32 @@ def main() -> None:
     home = KennelHome.from_env().ensure()
     hw = probe(home)
     print(
-        f"machine: {hw.describe()}; RAM bandwidth {hw.memory.bandwidth_gbs} GB/s ({hw.memory.bandwidth_source})"
+        f"machine: {hw.describe()}; RAM bandwidth {hw.memory.bandwidth_gbs} GB/s "
+        f"({hw.memory.bandwidth_source})"
     )
     print(
         f"{'model':28s} {'quant':7s} {'weights':>9s} {'decode est':>10s} {'measured':>9s} {'ratio':>6s} "
-        f"{'prefill est':>11s} {'measured':>9s} {'ratio':>6s} {'build s':>7s}"
+        f"{'prefill est':>11s} {'measured':>9s} {'ratio':>6s} {'build s':>7s}  inside the printed range"
     )
+    low, high = UNCALIBRATED
+    outside = 0
     for item in args.models.split(","):
         name, quant = item.split(":")
         shape = resolve(name).shape
         t0 = time.perf_counter()
         m = measure(shape, hw, default_run(shape, ctx=args.ctx), quant=quant, home=home, record=False)
         b = m.bench
+        inside = [low <= r <= high for r in (m.decode_ratio, m.prefill_ratio)]
+        outside += inside.count(False)
         print(
-            f"{name:28s} {quant:7s} {fmt_bytes(m.estimated_buffers):>9s} {m.estimated_decode:10.1f} {b.decode_tok_s:9.1f} "
-            f"{m.decode_ratio:6.2f} {m.estimated_prefill:11.1f} {b.prefill_tok_s:9.1f} {m.prefill_ratio:6.2f} "
-            f"{time.perf_counter() - t0:7.1f}",
+            f"{name:28s} {quant:7s} {fmt_bytes(m.estimated_buffers):>9s} "
+            f"{m.estimated_decode:10.1f} {b.decode_tok_s:9.1f} {m.decode_ratio:6.2f} "
+            f"{m.estimated_prefill:11.1f} {b.prefill_tok_s:9.1f} {m.prefill_ratio:6.2f} "
+            f"{time.perf_counter() - t0:7.1f}  "
+            f"decode {'yes' if inside[0] else 'NO'}, prefill {'yes' if inside[1] else 'NO'}",
             flush=True,
         )
+    print(f"printed range: {low}-{high}x of the estimate; {outside} figure(s) outside it")
 
 
 if __name__ == "__main__":

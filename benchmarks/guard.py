@@ -62,7 +62,8 @@ def main() -> None:
             for o in report.errors:
                 kind = "missed" if o.example.label == "injection" else "false positive"
                 print(
-                    f"    {kind:14s} {o.example.lang} {o.example.style:14s} {o.example.text[:70]!r}  {o.verdict.summary()}"
+                    f"    {kind:14s} {o.example.lang} {o.example.style:14s} {o.example.text[:70]!r}  "
+                    f"{o.verdict.summary()}"
                 )
 
     off = Guard("off")
@@ -75,8 +76,8 @@ def main() -> None:
     m = dev.metrics()
     met = m.recall >= TARGET_RECALL and m.fpr <= TARGET_FPR and dev.mean_micros < TARGET_MICROS
     print(
-        f"targets on 'eval' (recall >= {TARGET_RECALL:.0%}, FPR <= {TARGET_FPR:.0%}, < {TARGET_MICROS / 1000:.0f} ms): "
-        + ("met" if met else "NOT met")
+        f"targets on 'eval' (recall >= {TARGET_RECALL:.0%}, FPR <= {TARGET_FPR:.0%}, "
+        f"< {TARGET_MICROS / 1000:.0f} ms): " + ("met" if met else "NOT met")
     )
 
 

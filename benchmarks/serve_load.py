@@ -16,9 +16,9 @@ Reported per server and level: aggregate generated tokens/s (from the usage each
 reports), time to first token p50/p95, time per output token after the first (p50), and
 interrupted streams (HTTP errors and streams that ended without a finish_reason); then kennel's
 ratios to llama-server: generated tok/s as the median of the rounds' paired ratios (each round's
-two servers ran back to back), TTFT p95 over all rounds. Last, the prompt cache: time to first token of a first request with a
-shared system prompt of --system-tokens tokens, and of a second one with the same system prompt
-and another question.
+two servers ran back to back), TTFT p95 over all rounds. Last, the prompt cache: time to first
+token of a first request with a shared system prompt of --system-tokens tokens, and of a second
+one with the same system prompt and another question.
 """
 
 from __future__ import annotations
@@ -215,7 +215,8 @@ def main() -> None:
         raise SystemExit("no llama-server: run scripts/install.sh, or give --llama-server PATH")
     print(f"model: {name} {quant} shape, random weights: {path.name} ({path.stat().st_size / 2**20:.0f} MiB)")
     print(
-        f"both: {args.parallel} slots x ctx {args.ctx}, {threads} threads, flash attention on; llama-server: {binary}"
+        f"both: {args.parallel} slots x ctx {args.ctx}, {threads} threads, flash attention on; "
+        f"llama-server: {binary}"
     )
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -328,7 +329,8 @@ def report(
 
     print()
     print(
-        f"{'server':<14}{'clients':>8}{'gen tok/s':>11}{'TTFT p50':>10}{'TTFT p95':>10}{'TPOT p50':>10}{'interrupted':>13}"
+        f"{'server':<14}{'clients':>8}{'gen tok/s':>11}{'TTFT p50':>10}{'TTFT p95':>10}"
+        f"{'TPOT p50':>10}{'interrupted':>13}"
     )
     for clients in levels:
         for label in ("llama-server", "kennel"):
@@ -341,7 +343,8 @@ def report(
     # each round's two servers ran back to back: their ratio is steadier than a ratio of means
     # when the machine's speed drifts between rounds (the median drops a disturbed round)
     print(
-        f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}   per round: tok/s ratios"
+        f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}"
+        "   per round: tok/s ratios"
     )
     for clients in levels:
         k, ll = merged("kennel", clients), merged("llama-server", clients)
@@ -350,15 +353,16 @@ def report(
             for a, b in zip(results[("kennel", clients)], results[("llama-server", clients)], strict=True)
         ]
         print(
-            f"{'':<24}{clients:>8}{statistics.median(paired):>10.2f}x{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x   "
-            + " ".join(f"{r:.2f}" for r in paired)
+            f"{'':<24}{clients:>8}{statistics.median(paired):>10.2f}x"
+            f"{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x   " + " ".join(f"{r:.2f}" for r in paired)
         )
     print()
     print(f"shared system prompt of ~{args.system_tokens} tokens: TTFT first -> second request")
     for label, (a, b) in prefix.items():
         print(f"  {label:<14}{a:6.2f} s -> {b:5.2f} s  ({b / a:.2f}x)")
     print(
-        f"({args.rounds} round(s); {args.requests} streaming requests per client, up to {args.max_tokens} tokens each; "
+        f"({args.rounds} round(s); {args.requests} streaming requests per client, "
+        f"up to {args.max_tokens} tokens each; "
         "TPOT: time per output token after the first)"
     )
 

@@ -13,7 +13,8 @@ layer will turn them into OpenAI's error envelope.
     │   └── UnsupportedModelError   a config.json / GGUF architecture kennel cannot size
     ├── RemoteError                 the hub or a URL failed (network, 5xx, auth)
     ├── HardwareSpecError           a what-if GPU or profile kennel does not know
-    ├── ClassifierUnavailableError  the guard's ONNX classifier needs onnxruntime/tokenizers (also ImportError)
+    ├── ClassifierUnavailableError  the guard's ONNX classifier needs onnxruntime/tokenizers
+    │                               (also ImportError)
     ├── MeasureError                a measured run (``kennel fit --measure``) failed
     ├── AuthError                   HTTP 401: a missing, wrong, revoked or expired API key
     ├── ForbiddenError              HTTP 403: a valid API key not allowed to use that model
@@ -37,7 +38,8 @@ layer will turn them into OpenAI's error envelope.
         ├── ChecksumError           bytes whose sha256 is not the one promised (hub, bundle)
         ├── DiskSpaceError          not enough free disk, before or during a write
         ├── InUseError              a tag or a running server still uses what would be removed
-        ├── HomeNotWritableError    KENNEL_HOME is read-only, not ours, or its disk is full (also PermissionError)
+        ├── HomeNotWritableError    KENNEL_HOME is read-only, not ours, or its disk is full
+        │                           (also PermissionError)
         └── BundleError             an export bundle that is malformed or unsafe
 """
 

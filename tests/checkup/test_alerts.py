@@ -25,14 +25,13 @@ import pytest
 from kennel.checkup.alerts import (
     Alert,
     AlertState,
-    Channel,
     DeliveryResult,
     FailureStreak,
     UndeliveredAlert,
     alerts_path,
     deliver,
-    parse_channel,
 )
+from kennel.checkup.channels import Channel, parse_channel
 from kennel.errors import InvalidOptionError
 from kennel.settings import KennelHome
 

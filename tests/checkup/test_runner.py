@@ -83,7 +83,8 @@ def test_wrong_answer_and_slow_answer_fail(server: str, script: Script) -> None:
     script.default, script.first_delay, script.delay = "Paris is the capital", 0.3, 0.1
     slow_suite = parse_suite(
         suite_yaml(
-            "{id: slow, prompt: hi, assert: [{type: icontains, value: paris}, {type: max-latency-ms, value: 200},"
+            "{id: slow, prompt: hi, assert: [{type: icontains, value: paris},"
+            " {type: max-latency-ms, value: 200},"
             " {type: max-ttft-ms, value: 100}, {type: min-tokens-per-s, value: 50}]}"
         )
     )
@@ -103,7 +104,8 @@ def test_wrong_answer_and_slow_answer_fail(server: str, script: Script) -> None:
 def test_threshold_lets_a_prompt_pass_with_a_failed_assertion(server: str) -> None:
     suite = parse_suite(
         suite_yaml(
-            "{id: a, prompt: hi, assert: [{type: icontains, value: paris, weight: 3}, {type: contains, value: Rome}]}",
+            "{id: a, prompt: hi, assert: [{type: icontains, value: paris, weight: 3},"
+            " {type: contains, value: Rome}]}",
             threshold=0.75,
         )
     )

@@ -109,7 +109,8 @@ prompts:
             "schema.type 'strin'",
         ),
         (
-            "  - {id: a, prompt: hi, assert: [{type: json-schema, value: {properties: {x: {pattern: '('}}}}]}",
+            "  - {id: a, prompt: hi, assert: [{type: json-schema, "
+            "value: {properties: {x: {pattern: '('}}}}]}",
             "schema.properties.x.pattern is not a regular expression",
         ),
         (

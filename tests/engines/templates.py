@@ -25,7 +25,8 @@ To call a function, answer with a JSON object inside <tool_call></tool_call> tag
 {%- elif message.role == 'assistant' %}<|im_start|>assistant
 {% if message.content %}{{ message.content }}{% endif %}
 {%- for call in message.tool_calls or [] %}
-<tool_call>{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}</tool_call>
+<tool_call>{"name": "{{ call.function.name }}", \
+"arguments": {{ call.function.arguments | tojson }}}</tool_call>
 {%- endfor %}<|im_end|>
 {% elif message.role == 'tool' %}<|im_start|>user
 <tool_response>

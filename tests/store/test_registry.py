@@ -364,7 +364,10 @@ def test_create_from_each_kind_of_source(store: Store, make_model: ModelFactory,
     base = v1.profile.base
     spec = tmp_path / "specs"
 
-    text = "from: tiny\nsystem: You answer in Vietnamese.\nparameters:\n  temperature: 0.2\n  stop: ['</s>']\ncontext: 4096\n"
+    text = (
+        "from: tiny\nsystem: You answer in Vietnamese.\nparameters:\n"
+        "  temperature: 0.2\n  stop: ['</s>']\ncontext: 4096\n"
+    )
     v2 = store.add_version(
         "tiny",
         build_profile(store, "tiny", _spec(spec, text), base_dir=spec),

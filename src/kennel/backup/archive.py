@@ -158,7 +158,9 @@ def restore(home: KennelHome, file: Path, *, progress: Progress | None = None) -
     if home.root.exists() and any(home.root.iterdir()):
         raise InvalidOptionError(
             f"{home.root} is not empty; a restore only fills an empty KENNEL_HOME.",
-            hint="Restore into a new folder (KENNEL_HOME=/path/to/new kennel restore FILE), then switch to it.",
+            hint=(
+                "Restore into a new folder (KENNEL_HOME=/path/to/new kennel restore FILE), then switch to it."
+            ),
         )
     try:
         tar = tarfile.open(file, "r")  # noqa: SIM115 - closed by the with below

@@ -382,7 +382,8 @@ def parse_assertion(type_: str, value: Any = None, *, weight: float = 1.0) -> As
     kind = TYPES.get(base)
     if kind is None:
         raise ValueError(
-            f"unknown assertion type {type_!r}; known: {', '.join(known_types())} (each also with a not- prefix)"
+            f"unknown assertion type {type_!r}; known: {', '.join(known_types())} "
+            "(each also with a not- prefix)"
         )
     if weight < 0:
         raise ValueError(f"{type_}: weight must be 0 or more, not {weight}")

@@ -115,7 +115,8 @@ def summaries(
         args.append(model)
     rows = conn.execute(
         f"SELECT r.*, x.passed, x.latency_ms, x.ttft_ms, x.tokens_per_s FROM runs r JOIN results x "
-        f"ON x.run_id = r.run_id WHERE {' AND '.join(where)} ORDER BY r.rowid, x.prompt_id",  # runs in the order they ran
+        f"ON x.run_id = r.run_id WHERE {' AND '.join(where)} "
+        f"ORDER BY r.rowid, x.prompt_id",  # runs in the order they ran
         args,
     ).fetchall()
     by_run: dict[str, list[sqlite3.Row]] = {}

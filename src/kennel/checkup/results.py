@@ -161,7 +161,8 @@ def _check_header(path: Path) -> None:
         header = next(csv.reader(f), [])
     if tuple(header) != CSV_COLUMNS:
         raise InvalidOptionError(
-            f"{path} is not a kennel checkup results file (its columns are {', '.join(header[:6]) or 'none'}…).",
+            f"{path} is not a kennel checkup results file "
+            f"(its columns are {', '.join(header[:6]) or 'none'}…).",
             hint="Give a new file with --csv, or move this one aside.",
         )
 

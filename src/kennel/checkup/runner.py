@@ -294,7 +294,8 @@ def warm_up(client: httpx.Client, target: Target, *, timeout: float = DEFAULT_TI
         return
     if r.status_code in (401, 403):
         raise InvalidOptionError(
-            f"{target.label} refused the request (HTTP {r.status_code}: {_error_message(r)}); nothing was recorded.",
+            f"{target.label} refused the request (HTTP {r.status_code}: {_error_message(r)}); "
+            "nothing was recorded.",
             hint="Give an API key that may use this model: --key KEY (or KENNEL_API_KEY).",
         )
 

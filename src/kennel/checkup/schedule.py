@@ -45,7 +45,10 @@ def command_line(args: list[str]) -> str:
 def crontab_line(name: str, expr: str, args: list[str]) -> str:
     # cron starts with an almost empty environment: carry where kennel keeps its data
     home = f"KENNEL_HOME={shlex.quote(os.environ['KENNEL_HOME'])} " if os.environ.get("KENNEL_HOME") else ""
-    return f"{check_cron(expr)} {home}{command_line(args)} >/dev/null 2>&1 {TAG}{check_name(name, what='schedule name')}"
+    return (
+        f"{check_cron(expr)} {home}{command_line(args)} >/dev/null 2>&1 "
+        f"{TAG}{check_name(name, what='schedule name')}"
+    )
 
 
 def merged_crontab(current: str, name: str, line: str | None) -> str:

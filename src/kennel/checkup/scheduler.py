@@ -19,7 +19,7 @@ from kennel.checkup.suite import Suite, load_default_suite, load_suite
 from kennel.settings import KennelHome
 
 if TYPE_CHECKING:
-    from kennel.checkup.alerts import Channel
+    from kennel.checkup.channels import Channel
 
 log = logging.getLogger("kennel.checkup")
 
@@ -96,7 +96,7 @@ class Scheduled:
 
 def run_once(job: Scheduled, base_url: str, home: KennelHome) -> RunResult:
     """One scheduled run, blocking: prompts, CSV + SQLite, alert state and delivery."""
-    from kennel.checkup.alerts import parse_channel
+    from kennel.checkup.channels import parse_channel
 
     suite = load_suite(job.suite) if job.suite else load_default_suite()
     target = Target(base_url, job.model, job.api_key, store_model_version(home, job.model))

@@ -161,7 +161,8 @@ def show(
     experts = f", {s['n_expert']} experts ({s['n_expert_used']} per token)" if s["n_expert"] else ""
     c.print(
         f"  shape: {s['arch']}, {s['n_layer']} layers, hidden {s['n_embd']}, {s['n_head']} heads / "
-        f"{s['n_head_kv']} KV heads x {s['head_dim']}, context {s['n_ctx_train']:,}, vocab {s['n_vocab']:,}{experts}"
+        f"{s['n_head_kv']} KV heads x {s['head_dim']}, context {s['n_ctx_train']:,}, "
+        f"vocab {s['n_vocab']:,}{experts}"
     )
     use = {"yes": "allowed", "conditional": "allowed with conditions", "no": "not allowed"}[lic.commercial]
     c.print(f"\n[bold]Licence[/]: {lic.name} ({lic.url}){' — OSI approved' if lic.osi_approved else ''}")

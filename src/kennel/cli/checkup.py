@@ -26,14 +26,16 @@ from kennel.checkup.runner import (
 )
 from kennel.checkup.scheduler import alert_after_run
 from kennel.checkup.suite import load_default_suite, load_suite
+from kennel.cli.help_format import KennelCommand, KennelGroup
 from kennel.cli.output import console, err_console, print_json
 from kennel.errors import InvalidOptionError
 from kennel.settings import KennelHome
 
 if TYPE_CHECKING:
-    from kennel.checkup.alerts import Channel
+    from kennel.checkup.channels import Channel
 
 checkup_app = typer.Typer(
+    cls=KennelGroup,
     name="checkup",
     help="Golden-prompt checkups: run a suite of prompts with assertions against a served model.",
     no_args_is_help=True,
@@ -56,7 +58,9 @@ def _target(
         return url_target(url, model=model, api_key=key)
     raise InvalidOptionError(
         "Give either --target MODEL (the local kennel server) or --url URL (any OpenAI-compatible endpoint).",
-        hint="For example: kennel checkup run --target qwen2.5-7b, or --url http://host:8000/v1 --model NAME.",
+        hint=(
+            "For example: kennel checkup run --target qwen2.5-7b, or --url http://host:8000/v1 --model NAME."
+        ),
     )
 
 
@@ -64,7 +68,7 @@ def _channels(notify: Sequence[str]) -> list[Channel]:
     """Parse --notify before the run, so a bad channel is a usage error, not a lost alert."""
     if not notify:
         return []
-    from kennel.checkup.alerts import parse_channel  # imported only when alerts are asked for
+    from kennel.checkup.channels import parse_channel  # imported only when alerts are asked for
 
     return [parse_channel(text) for text in notify]
 
@@ -121,7 +125,7 @@ def _result_dict(r: PromptResult) -> dict[str, Any]:
     }
 
 
-@checkup_app.command("run")
+@checkup_app.command("run", cls=KennelCommand)
 def run_cmd(
     suite_file: Path | None = typer.Option(
         None, "--suite", help="A suite YAML (default: kennel's five questions in English and Vietnamese)."
@@ -129,7 +133,7 @@ def run_cmd(
     target: str | None = typer.Option(
         None,
         "--target",
-        help="A model on the local kennel server (KENNEL_URL, default http://127.0.0.1:8484).",
+        help="A model on the local kennel server (KENNEL_URL; default: port 8484 on this machine).",
     ),
     url: str | None = typer.Option(
         None, "--url", help="Any OpenAI-compatible endpoint, e.g. http://host:8000/v1."
@@ -141,13 +145,18 @@ def run_cmd(
         None, "--key", envvar="KENNEL_API_KEY", help="API key sent as a Bearer token (or KENNEL_API_KEY)."
     ),
     csv_path: Path | None = typer.Option(
-        None, "--csv", help="Append rows to this CSV (default: KENNEL_HOME/checkups/results.csv)."
+        None,
+        "--csv",
+        help="Append rows to this CSV (default: results.csv in the checkups folder of KENNEL_HOME).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     notify: list[str] = typer.Option(
         [],
         "--notify",
-        help="Alert channel, repeatable: slack:URL, webhook:URL, email:smtp://host:port?to=…&from=…",
+        help=(
+            "Alert channel, repeatable: slack:URL, webhook:URL or email:SMTP-URL "
+            "(the command help shows one)."
+        ),
     ),
     fail_threshold: int | None = typer.Option(
         None, "--fail-threshold", min=1, help="Alert after this many consecutive failed runs (default 1)."
@@ -160,6 +169,8 @@ def run_cmd(
     """Run a golden-prompt suite, print a table, append the results to CSV and SQLite.
 
     Exit code 0 when every prompt passed, 1 when one failed (to gate a deployment), 2 on a usage error.
+
+    An e-mail alert channel: --notify 'email:smtp://mail.example.vn:587?to=it@example.vn&from=kennel@example.vn'
     """
     home = KennelHome.from_env()
     suite = load_suite(suite_file) if suite_file is not None else load_default_suite()
@@ -208,7 +219,8 @@ def run_cmd(
         out.print(_table(run))
         colour = "green" if run.passed else "red"
         out.print(
-            f"[{colour}]{passed}/{len(run.results)} passed[/] · run {run.info.run_id} · {escape(str(csv_file))}"
+            f"[{colour}]{passed}/{len(run.results)} passed[/] · run {run.info.run_id} · "
+            f"{escape(str(csv_file))}"
         )
         if alerts is not None:
             _print_alert(alerts)
@@ -216,7 +228,7 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-@checkup_app.command("report")
+@checkup_app.command("report", cls=KennelCommand)
 def report_cmd(
     since: str | None = typer.Option("30d", "--since", help="Period: 30d, 12h, 2w or a date (2026-11-01)."),
     model: str | None = typer.Option(None, "--model", help="Only this model."),
@@ -301,7 +313,7 @@ def report_cmd(
         out.print(f"Chart: {png}")
 
 
-@checkup_app.command("schedule")
+@checkup_app.command("schedule", cls=KennelCommand)
 def schedule_cmd(
     cron: str = typer.Option(..., "--cron", help='When, as cron fields, e.g. "0 7 * * *" (07:00 daily).'),
     name: str = typer.Option("default", "--name", help="Schedule name (installing again replaces it)."),

@@ -140,8 +140,10 @@ def fit(
     render(report, source=resolved.ref, file_size=resolved.file_size)
     if serving is not None:
         console().print(
-            f"[bold]kennel serve[/] would run {serving['quant']} with up to {serving['parallel']} requests at once "
-            f"(one cache of {serving['parallel']} x {serving['context']} tokens, {fmt_bytes(serving['memory_bytes'])}), "
+            f"[bold]kennel serve[/] would run {serving['quant']} "
+            f"with up to {serving['parallel']} requests at once "
+            f"(one cache of {serving['parallel']} x {serving['context']} tokens, "
+            f"{fmt_bytes(serving['memory_bytes'])}), "
             f"on {serving['threads']} CPU threads."
         )
     if measured is not None:
@@ -217,7 +219,10 @@ def _fits(o: FitOption) -> str:
         return "[green]GPU[/]" if o.kind == "gguf" else f"[green]GPU[/] [dim]{o.note}[/]"
     if p.fits == "partial":
         if p.experts_on_cpu:
-            return f"[yellow]partial[/] experts of {p.experts_on_cpu} layer{'s' if p.experts_on_cpu > 1 else ''} in RAM"
+            return (
+                f"[yellow]partial[/] experts of {p.experts_on_cpu} "
+                f"layer{'s' if p.experts_on_cpu > 1 else ''} in RAM"
+            )
         return f"[yellow]partial[/] {p.gpu_layers}/{p.n_layers} on GPU"
     if p.fits == "cpu":
         return "CPU"
@@ -239,7 +244,8 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
         f", sliding window {s.n_swa}" if s.n_swa else ""
     )
     c.print(
-        f"  {s.arch}, {params}, {s.n_layer} layers, {heads}, vocab {s.n_vocab}, trained ctx {s.n_ctx_train or '?'}{extra}{ftype}"
+        f"  {s.arch}, {params}, {s.n_layer} layers, {heads}, vocab {s.n_vocab}, "
+        f"trained ctx {s.n_ctx_train or '?'}{extra}{ftype}"
     )
     c.print(
         f"  on [bold]{r.hardware.describe()}[/]"
@@ -249,7 +255,10 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
     c.print(
         f"  ctx {run.ctx}"
         + (f" x {run.parallel} sequences" if run.parallel > 1 else "")
-        + f" (llama.cpp allocates {r.n_ctx}), KV {run.kv_type}, flash attention {'on' if run.flash_attn else 'off'}"
+        + (
+            f" (llama.cpp allocates {r.n_ctx}), KV {run.kv_type}, "
+            f"flash attention {'on' if run.flash_attn else 'off'}"
+        )
         + (
             "; speeds [green]calibrated[/] by measurement"
             if r.calibrated
@@ -297,8 +306,8 @@ def render(r: FitReport, *, source: str, file_size: int | None) -> None:
     else:
         c.print(f"[bold red]{r.reason}[/]")
     c.print(
-        "[dim]Decode speed is with ~1k tokens in context; prefill for a 512-token prompt. max ctx: largest context keeping "
-        "the placement (GPU rows) or fitting at all (others).[/]"
+        "[dim]Decode speed is with ~1k tokens in context; prefill for a 512-token prompt. "
+        "max ctx: largest context keeping the placement (GPU rows) or fitting at all (others).[/]"
     )
     for n in r.notes:
         c.print(f"[yellow]note:[/] {n}")
@@ -330,13 +339,16 @@ def _render_measured(m: MeasureResult) -> None:
         f"{b.gen_tokens} generated):"
     )
     c.print(
-        f"  decode  {b.decode_tok_s:8.1f} tok/s  vs estimated {m.estimated_decode:8.1f}  (x{m.decode_ratio:.2f})"
+        f"  decode  {b.decode_tok_s:8.1f} tok/s  vs estimated {m.estimated_decode:8.1f}  "
+        f"(x{m.decode_ratio:.2f})"
     )
     c.print(
-        f"  prefill {b.prefill_tok_s:8.1f} tok/s  vs estimated {m.estimated_prefill:8.1f}  (x{m.prefill_ratio:.2f})"
+        f"  prefill {b.prefill_tok_s:8.1f} tok/s  vs estimated {m.estimated_prefill:8.1f}  "
+        f"(x{m.prefill_ratio:.2f})"
     )
     c.print(
-        f"  memory  llama.cpp buffers {fmt_bytes(b.buffers.total)} vs estimated {fmt_bytes(m.estimated_buffers)}"
+        f"  memory  llama.cpp buffers {fmt_bytes(b.buffers.total)} "
+        f"vs estimated {fmt_bytes(m.estimated_buffers)}"
     )
     if m.proxy_note:
         c.print(f"  [dim]{m.proxy_note}[/]")

@@ -66,7 +66,8 @@ def render(p: HardwareProfile) -> None:
         else "not measured"
     )
     c.print(
-        f"  RAM     {fmt_bytes(p.memory.total)} total, {fmt_bytes(p.memory.available)} available, bandwidth {bw}"
+        f"  RAM     {fmt_bytes(p.memory.total)} total, {fmt_bytes(p.memory.available)} available, "
+        f"bandwidth {bw}"
     )
     if p.gpus:
         t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -88,7 +89,8 @@ def render(p: HardwareProfile) -> None:
         c.print(t)
     else:
         c.print(
-            "  GPU     none found (NVIDIA via NVML, AMD via rocm-smi/sysfs, Apple via Metal, Intel via xpu-smi)"
+            "  GPU     none found (NVIDIA via NVML, AMD via rocm-smi/sysfs, "
+            "Apple via Metal, Intel via xpu-smi)"
         )
     if p.llama is not None:
         lb = p.llama
@@ -97,7 +99,8 @@ def render(p: HardwareProfile) -> None:
         else:
             offload = "[green]yes[/]" if lb.gpu_offload else "[yellow]no (CPU-only build)[/]"
             c.print(
-                f"  llama   xllamacpp {lb.version}; GPU offload {offload}; devices: {', '.join(lb.backends) or 'CPU'}; "
+                f"  llama   xllamacpp {lb.version}; GPU offload {offload}; "
+                f"devices: {', '.join(lb.backends) or 'CPU'}; "
                 f"mmap {'yes' if lb.mmap else 'no'}, mlock {'yes' if lb.mlock else 'no'}"
             )
     for note in p.notes:

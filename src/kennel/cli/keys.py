@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.table import Table
 
+from kennel.cli.help_format import KennelCommand, KennelGroup
 from kennel.cli.output import console, err_console, print_json
 from kennel.server.keys import ApiKey, KeyStore, parse_expires, utcnow
 from kennel.settings import KennelHome
@@ -18,6 +19,7 @@ from kennel.settings import KennelHome
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 keys_app = typer.Typer(
+    cls=KennelGroup,
     name="keys",
     help="API keys for `kennel serve`: create (the secret is shown once), ls, revoke.",
     no_args_is_help=True,
@@ -37,7 +39,7 @@ def _summary(key: ApiKey) -> str:
     return f"models: {models}; requests: {rpm}; expires: {expires}"
 
 
-@keys_app.command("create")
+@keys_app.command("create", cls=KennelCommand)
 def create(
     name: str = typer.Argument(..., help="A name for the key, e.g. ci or alice-laptop."),
     models: str | None = typer.Option(
@@ -76,7 +78,7 @@ def create(
     )
 
 
-@keys_app.command("ls")
+@keys_app.command("ls", cls=KennelCommand)
 def ls(
     all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
     json_out: bool = JSON,
@@ -110,7 +112,7 @@ def ls(
     console().print(t)
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", cls=KennelCommand)
 def revoke(
     name: str = typer.Argument(..., help="The key's name, as `kennel keys ls` shows it."),
     json_out: bool = JSON,

@@ -8,52 +8,20 @@ import sys
 import typer
 
 from kennel import __version__
-from kennel.cli import backup as backup_cmd
-from kennel.cli import catalog as catalog_cmd
-from kennel.cli import doctor as doctor_cmd
-from kennel.cli import fit as fit_cmd
-from kennel.cli import hw as hw_cmd
-from kennel.cli import run as run_cmd
-from kennel.cli import serve as serve_cmd
-from kennel.cli import store as store_cmd
-from kennel.cli import versions as versions_cmd
-from kennel.cli.checkup import checkup_app
-from kennel.cli.keys import keys_app
+from kennel.cli.commands import LazyGroup
 from kennel.cli.output import err_console
 from kennel.errors import KennelError
 
+# the subcommands live in kennel/cli/commands.py and are imported only when one runs
 app = typer.Typer(
     name="kennel",
+    cls=LazyGroup,
     help="Run open-weight LLMs on hardware you own. Start with `kennel hw`, then `kennel fit MODEL`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command("hw")(hw_cmd.hw)
-app.command("fit")(fit_cmd.fit)
-app.command("doctor")(doctor_cmd.doctor)
-app.command("catalog")(catalog_cmd.catalog)
-app.command("show")(catalog_cmd.show)
-app.command("recommend")(catalog_cmd.recommend_cmd)
-app.command("pull")(store_cmd.pull_cmd)
-app.command("import")(store_cmd.import_cmd)
-app.command("ls")(store_cmd.ls)
-app.command("rm")(store_cmd.rm)
-app.command("gc")(store_cmd.gc)
-app.command("export")(store_cmd.export)
-app.command("create")(versions_cmd.create)
-app.command("tag")(versions_cmd.tag_cmd)
-app.command("rollback")(versions_cmd.rollback)
-app.command("history")(versions_cmd.history)
-app.command("diff")(versions_cmd.diff)
-app.command("serve")(serve_cmd.serve)
-app.command("ps")(serve_cmd.ps)
-app.command("run")(run_cmd.run)
-app.command("backup")(backup_cmd.backup_cmd)
-app.command("restore")(backup_cmd.restore_cmd)
-app.add_typer(keys_app, name="keys")
-app.add_typer(checkup_app, name="checkup")
 
 
 def _version(value: bool) -> None:
@@ -89,7 +57,8 @@ def run() -> None:
             raise
         err_console().print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
         err_console().print(
-            "[dim]hint:[/] this is a bug in kennel; run again with KENNEL_DEBUG=1 for the traceback and report it."
+            "[dim]hint:[/] this is a bug in kennel; run again with KENNEL_DEBUG=1 "
+            "for the traceback and report it."
         )
         sys.exit(1)
 

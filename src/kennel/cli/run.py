@@ -165,7 +165,8 @@ def _chat(engine: Engine, name: str, sampling: Sampling, *, system: str | None, 
         c.print(f"[dim]Chatting with {escape(name)}. {HELP}[/]")
     if not templated:
         c.print(
-            f"[dim]{escape(name)} has no chat template: each line is completed as plain text, without history.[/]"
+            f"[dim]{escape(name)} has no chat template: "
+            "each line is completed as plain text, without history.[/]"
         )
     history: list[Message] = []
     while (line := _read_line(tty)) is not None:

@@ -53,7 +53,10 @@ def serve(
         None,
         "--prompt-cache",
         min=0,
-        help="RAM per model for prompts kept between requests, in MiB (default: one full context, at least 256).",
+        help=(
+            "RAM per model for prompts kept between requests, in MiB "
+            "(default: one full context, at least 256)."
+        ),
     ),
     max_body_mib: int | None = typer.Option(
         None, "--max-body", min=1, help="Largest request body in MiB (default 4); larger ones get 413."
@@ -144,7 +147,7 @@ def _check_port(settings: ServeSettings) -> None:
 
 def _check_checkups(settings: ServeSettings) -> None:
     """Bad schedules, suites or channels fail at start, not silently at 7 a.m."""
-    from kennel.checkup.alerts import parse_channel
+    from kennel.checkup.channels import parse_channel
     from kennel.checkup.schedule import check_cron
     from kennel.checkup.suite import load_suite
 

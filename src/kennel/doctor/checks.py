@@ -135,9 +135,10 @@ def check_driver(c: DoctorContext) -> Check:
         return Check(
             "NVIDIA driver",
             "fail",
-            f"driver {nvidia[0].driver} supports CUDA {driver_cuda}, but llama.cpp was built with CUDA {c.cuda_runtime}.",
-            f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama.cpp with the "
-            f"CUDA toolkit {driver_cuda} (bash scripts/install.sh --gpu cuda)",
+            f"driver {nvidia[0].driver} supports CUDA {driver_cuda}, "
+            f"but llama.cpp was built with CUDA {c.cuda_runtime}.",
+            f"update the NVIDIA driver to one supporting CUDA {c.cuda_runtime}, or rebuild llama.cpp with "
+            f"the CUDA toolkit {driver_cuda} (bash scripts/install.sh --gpu cuda)",
         )
     return Check(
         "NVIDIA driver",
@@ -158,7 +159,8 @@ def check_nvml(c: DoctorContext) -> Check:
         "NVML / nvidia-smi",
         "warn",
         f"NVIDIA device present but {' and '.join(missing)} missing.",
-        "install the NVIDIA driver utilities (e.g. apt install nvidia-utils-<version>) and pip install nvidia-ml-py",
+        "install the NVIDIA driver utilities (e.g. apt install nvidia-utils-<version>) "
+        "and pip install nvidia-ml-py",
     )
 
 
@@ -252,7 +254,8 @@ def check_port(c: DoctorContext) -> Check:
             "serving port",
             "fail",
             f"127.0.0.1:{c.port} is already in use" + (f" by {h}." if (h := port_holder(c.port)) else "."),
-            f"stop the program using it (e.g. `ss -ltnp | grep {c.port}`), or serve on another port with --port",
+            f"stop the program using it (e.g. `ss -ltnp | grep {c.port}`), "
+            "or serve on another port with --port",
         )
     return Check("serving port", "ok", f"127.0.0.1:{c.port} is free.")
 

@@ -348,7 +348,10 @@ def recommend(options: list[FitOption], hw: HardwareProfile) -> tuple[str | None
         better = next(
             (r for r in ranked if r.quant in GOOD_ENOUGH and ranked.index(r) < ranked.index(o)), None
         )
-        why = f"{o.quant} fits fully in {where} ({fmt_bytes(o.memory.total)}) at ~{o.decode_tok_s.expected:.0f} tok/s"
+        why = (
+            f"{o.quant} fits fully in {where} ({fmt_bytes(o.memory.total)}) "
+            f"at ~{o.decode_tok_s.expected:.0f} tok/s"
+        )
         if better is not None:
             why += f"; {better.quant} would need {fmt_bytes(better.memory.total)}"
             if better.fits == full:
@@ -385,7 +388,8 @@ def recommend(options: list[FitOption], hw: HardwareProfile) -> tuple[str | None
         o = any_fit[0]
         return (
             o.quant,
-            f"{o.quant} fits only partly ({o.placement.gpu_layers} of {o.placement.n_layers} layers on the GPU).",
+            f"{o.quant} fits only partly "
+            f"({o.placement.gpu_layers} of {o.placement.n_layers} layers on the GPU).",
         )
     smallest = min((o for o in gguf.values()), key=lambda o: o.memory.total, default=None)
     if smallest is None:

@@ -75,7 +75,8 @@ def measurable_shape(shape: ModelShape) -> tuple[ModelShape, str]:
     proxy = replace(proxy, tensors=tensor_layout(proxy))
     return (
         proxy,
-        f"measured as a llama-architecture model of the same dimensions ({shape.arch} has no synthetic builder)",
+        f"measured as a llama-architecture model of the same dimensions "
+        f"({shape.arch} has no synthetic builder)",
     )
 
 
@@ -118,7 +119,8 @@ def build_synthetic(
     weights: int,
     progress: Progress | None = None,
 ) -> tuple[Path, float]:
-    """The synthetic GGUF of this exact shape and quantization (built once, cached); seconds spent building."""
+    """The synthetic GGUF of this exact shape and quantization (built once, cached);
+    seconds spent building."""
     path = synthetic_path(home, built, types, quant)
     if path.exists():
         return path, 0.0
@@ -167,7 +169,8 @@ def measure(
     sized = size_option(built, plan_hw, mrun, types)
     if sized.placement.fits == "no":
         raise MeasureError(
-            f"{shape.name} at {quant} does not fit this machine ({fmt_bytes(sized.memory.total)} needed), so it cannot be measured.",
+            f"{shape.name} at {quant} does not fit this machine ({fmt_bytes(sized.memory.total)} needed), "
+            "so it cannot be measured.",
             hint="Measure a smaller quantization or a shorter --ctx.",
         )
     path, build_seconds = build_synthetic(

@@ -105,7 +105,8 @@ class RunConfig:
             block = type_size(self.kv_type_ggml)[0]
             if shape.head_dim_k % block or shape.head_dim_v % block:
                 raise InvalidOptionError(
-                    f"This model's head size ({shape.head_dim_k}) does not divide into {self.kv_type} blocks of {block}.",
+                    f"This model's head size ({shape.head_dim_k}) does not divide into "
+                    f"{self.kv_type} blocks of {block}.",
                     hint="Use --kv-type f16.",
                 )
         return self

@@ -388,8 +388,10 @@ _ENCODED: Final[Family] = "encoded_request"
 RULES: Final[tuple[Rule, ...]] = (
     # ---------------------------------------------------------------- English
     Rule(_OVERRIDE, "en", ("override", "scope", "target"), 0.9, (3, 2), negatable=True, inner_veto="own"),
-    Rule(_OVERRIDE, "en", ("override", "target", "after_scope"), 0.85, (3, 3), negatable=True, inner_veto="own"),
-    Rule(_OVERRIDE, "en", ("weak_override", "scope", "strong_target"), 0.8, (3, 2), negatable=True, inner_veto="own"),
+    Rule(_OVERRIDE, "en", ("override", "target", "after_scope"), 0.85, (3, 3), negatable=True,
+         inner_veto="own"),
+    Rule(_OVERRIDE, "en", ("weak_override", "scope", "strong_target"), 0.8, (3, 2), negatable=True,
+         inner_veto="own"),
     Rule(_OVERRIDE, "en", ("weak_override", "strong_target", "after_scope"), 0.75, (3, 3), negatable=True),
     Rule(_OVERRIDE, "en", ("override", "strong_target"), 0.5, (2,), negatable=True, inner_veto="own"),
     Rule(_OVERRIDE, "en", ("set", "scope", "target", "aside"), 0.85, (1, 2, 2)),

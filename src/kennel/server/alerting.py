@@ -8,7 +8,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from kennel.checkup.alerts import Alert, AlertState, Channel, FailureStreak, deliver
+from kennel.checkup.alerts import Alert, AlertState, FailureStreak, deliver
+from kennel.checkup.channels import Channel
 from kennel.settings import KennelHome
 
 log = logging.getLogger("kennel.alerts")

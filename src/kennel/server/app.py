@@ -55,7 +55,7 @@ def create_app(
         )
         alerts = None
         if settings.alerts.notify:
-            from kennel.checkup.alerts import parse_channel
+            from kennel.checkup.channels import parse_channel
 
             channels = [parse_channel(c) for c in settings.alerts.notify]
             alerts = ServerAlerts(channels, threshold=settings.alerts.threshold, home=kennel_home)

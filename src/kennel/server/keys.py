@@ -59,7 +59,10 @@ MIGRATIONS: db.Migrations = (
 )
 
 _INVALID = "Invalid API key."
-_INVALID_HINT = "Check the key you send as 'Authorization: Bearer kn-…'; the server's operator can issue one with `kennel keys create`."
+_INVALID_HINT = (
+    "Check the key you send as 'Authorization: Bearer kn-…'; "
+    "the server's operator can issue one with `kennel keys create`."
+)
 
 
 def utcnow() -> datetime:
@@ -288,7 +291,8 @@ class KeyStore:
         try:
             with db.transaction(self.conn):
                 self.conn.execute(
-                    "INSERT INTO keys (name, prefix, sha256, models, rpm, expires_at, created_at, created_by, guard)"
+                    "INSERT INTO keys"
+                    " (name, prefix, sha256, models, rpm, expires_at, created_at, created_by, guard)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )

@@ -155,8 +155,11 @@ class Pool:
         need = slot.spec.memory
         if not need.fits_in(self.budget):
             raise InsufficientMemoryError(
-                f"{slot.spec.name} needs {need.describe()}; this server's budget is {self.budget.describe()}.",
-                hint="Serve it with a smaller quantization or context (`kennel fit`), or on a bigger machine.",
+                f"{slot.spec.name} needs {need.describe()}; "
+                f"this server's budget is {self.budget.describe()}.",
+                hint=(
+                    "Serve it with a smaller quantization or context (`kennel fit`), or on a bigger machine."
+                ),
             )
         while True:
             others = [s for s in self.loaded() if s is not slot]
@@ -173,8 +176,8 @@ class Pool:
             if not idle:
                 busy = ", ".join(s.spec.name for s in others)
                 raise InsufficientMemoryError(
-                    f"Loading {slot.spec.name} ({need.describe()}) would overcommit memory and every loaded model "
-                    f"({busy}) is busy or pinned.",
+                    f"Loading {slot.spec.name} ({need.describe()}) would overcommit memory "
+                    f"and every loaded model ({busy}) is busy or pinned.",
                     hint="Retry when they are idle, unpin one, or lower max loaded models' contexts.",
                     retry_after=10.0,
                 )

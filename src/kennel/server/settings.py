@@ -30,13 +30,17 @@ class ModelEntry(BaseModel):
         default=None,
         ge=1,
         le=256,
-        description="Requests decoded together (default: what memory allows, up to 8; `kennel fit` shows it).",
+        description=(
+            "Requests decoded together (default: what memory allows, up to 8; `kennel fit` shows it)."
+        ),
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads (default: every physical core).")
     prompt_cache_mib: int | None = Field(
         default=None,
         ge=0,
-        description="RAM for prompts kept between requests, in MiB (default: one full context, at least 256).",
+        description=(
+            "RAM for prompts kept between requests, in MiB (default: one full context, at least 256)."
+        ),
     )
     pinned: bool = Field(default=False, description="Never unloaded to make room for another model.")
     keep_alive: float = Field(

@@ -48,8 +48,9 @@ def check_free_space(folder: Path, need: int, *, what: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < need + HEADROOM:
         raise DiskSpaceError(
-            f"Not enough disk space for {what}: it needs {fmt_bytes(need)}, plus {fmt_bytes(HEADROOM)} kennel keeps free "
-            f"for its databases and logs, and {folder} has {fmt_bytes(free)} free.",
+            f"Not enough disk space for {what}: it needs {fmt_bytes(need)}, "
+            f"plus {fmt_bytes(HEADROOM)} kennel keeps free for its databases and logs, "
+            f"and {folder} has {fmt_bytes(free)} free.",
             hint="Free space (`kennel gc`, `kennel rm`), or set KENNEL_HOME to a larger disk.",
         )
 
@@ -109,7 +110,8 @@ class BlobStore:
         if expected is not None and digest != expected:
             src.unlink(missing_ok=True)
             raise ChecksumError(
-                f"The downloaded bytes have sha256 {digest[:12]}…, not the {expected[:12]}… the source promised.",
+                f"The downloaded bytes have sha256 {digest[:12]}…, "
+                f"not the {expected[:12]}… the source promised.",
                 hint="The partial file was deleted; run the command again to download it afresh.",
             )
         return self._place(src, digest)

@@ -120,7 +120,10 @@ def connect(path: Path, migrations: Migrations | None = None) -> sqlite3.Connect
             raise home_not_writable(path, exc) from exc
         raise StoreError(
             f"The store database {path} cannot be opened: {exc}.",
-            hint="If the disk is full, free space; if the file is damaged, move it aside and re-import your models.",
+            hint=(
+                "If the disk is full, free space; "
+                "if the file is damaged, move it aside and re-import your models."
+            ),
         ) from exc
     return conn
 

@@ -101,7 +101,8 @@ def plan_rm(store: Store, ref_text: str) -> RemovalPlan:
         pointing = sorted(t for t, v in tags.items() if v == ref.version)
         if pointing:
             blocked.append(
-                f"tag{'s' if len(pointing) > 1 else ''} {', '.join(pointing)} point{'' if len(pointing) > 1 else 's'} "
+                f"tag{'s' if len(pointing) > 1 else ''} {', '.join(pointing)} "
+                f"point{'' if len(pointing) > 1 else 's'} "
                 f"at {ref}; move them (`kennel tag`) or remove them (`kennel rm {ref.name}:TAG`) first"
             )
     elif ref.tag is not None:

@@ -35,7 +35,10 @@ def check_name(name: str, *, what: str = "model name") -> str:
             why = "it has a bad shape"
         raise InvalidNameError(
             f"{name!r} is not a valid {what}: {why}.",
-            hint=f"Use lower-case letters, digits, '.', '-' and '_' (at most {MAX_NAME}), e.g. qwen2.5-7b or prod.",
+            hint=(
+                f"Use lower-case letters, digits, '.', '-' and '_' (at most {MAX_NAME}), "
+                "e.g. qwen2.5-7b or prod."
+            ),
         )
     return n
 

@@ -112,7 +112,10 @@ class ProfileSpec(BaseModel):
             )
             raise InvalidOptionError(
                 f"{path} is not a kennel profile: {problems}.",
-                hint="Fields: from, adapter, adapter_scale, template, system, system_policy, parameters, context.",
+                hint=(
+                    "Fields: from, adapter, adapter_scale, template, system, system_policy, "
+                    "parameters, context."
+                ),
             ) from exc
 
     def overrides(self) -> dict[str, Any]:

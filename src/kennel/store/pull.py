@@ -256,7 +256,8 @@ def download(
                 stalled = 0
             if stalled >= MAX_STALLED_ATTEMPTS:
                 raise RemoteError(
-                    f"The download of {url.rsplit('/', 1)[-1]} keeps failing ({exc}); {have} of {size} bytes are kept.",
+                    f"The download of {url.rsplit('/', 1)[-1]} keeps failing ({exc}); "
+                    f"{have} of {size} bytes are kept.",
                     hint="Check the network and run the same command again: it resumes.",
                 ) from exc
             time.sleep(min(0.2 * 2**stalled, 5.0))

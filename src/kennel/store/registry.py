@@ -253,7 +253,8 @@ class Store:
 
     def _latest_profile(self, name: str) -> Profile | None:
         row = self.conn.execute(
-            "SELECT profile FROM versions WHERE model = ? AND removed_at IS NULL ORDER BY version DESC LIMIT 1",
+            "SELECT profile FROM versions WHERE model = ? AND removed_at IS NULL "
+            "ORDER BY version DESC LIMIT 1",
             (name,),
         ).fetchone()
         return None if row is None else Profile.from_yaml(row[0])
@@ -263,7 +264,8 @@ class Store:
     ) -> int | None:
         before = self.tags(name).get(tag)
         self.conn.execute(
-            "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT(model, tag) DO UPDATE SET version = ?, updated_at = ?",
+            "INSERT INTO tags VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(model, tag) DO UPDATE SET version = ?, updated_at = ?",
             (name, tag, version, now(), version, now()),
         )
         self._audit(actor, action, name, tag, before, version, "", message)
@@ -347,7 +349,8 @@ class Store:
         message: str,
     ) -> None:
         self.conn.execute(
-            "INSERT INTO audit (at, actor, action, model, tag, version_before, version_after, detail, message) "
+            "INSERT INTO audit "
+            "(at, actor, action, model, tag, version_before, version_after, detail, message) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (now(), actor, action, model, tag, before, after, detail, message),
         )
