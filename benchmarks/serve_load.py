@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py [--model qwen2.5-0.5b:Q4_K_M] [--clients 1,4,8,16]
         [--requests 3] [--max-tokens 64] [--parallel 8] [--threads N] [--rounds 2]
-        [--llama-server PATH] [--system-tokens 1500]
+        [--llama-server PATH] [--system-tokens 1500] [--engine llamacpp|llama-server]
 
 Builds the catalog model's exact shape at the quantization with random weights (cached in
 KENNEL_HOME/synthetic), starts `kennel serve` and a native `llama-server` on it with the same
@@ -19,6 +19,9 @@ ratios to llama-server: generated tok/s as the median of the rounds' paired rati
 two servers ran back to back), TTFT p95 over all rounds. Last, the prompt cache: time to first
 token of a first request with a shared system prompt of --system-tokens tokens, and of a second
 one with the same system prompt and another question.
+
+With --engine llama-server, kennel serves through its supervised llama-server engine (the same
+binary) instead of llama.cpp in process: the ratio is then the cost of kennel's front and proxy.
 """
 
 from __future__ import annotations
@@ -203,6 +206,12 @@ def main() -> None:
     )
     ap.add_argument("--system-tokens", type=int, default=1500)
     ap.add_argument(
+        "--engine",
+        default="llamacpp",
+        choices=["llamacpp", "llama-server"],
+        help="the engine kennel serves with",
+    )
+    ap.add_argument(
         "--llama-server", type=Path, default=None, help="a llama-server binary (default: the venv's)"
     )
     args = ap.parse_args()
@@ -216,7 +225,7 @@ def main() -> None:
     print(f"model: {name} {quant} shape, random weights: {path.name} ({path.stat().st_size / 2**20:.0f} MiB)")
     print(
         f"both: {args.parallel} slots x ctx {args.ctx}, {threads} threads, flash attention on; "
-        f"llama-server: {binary}"
+        f"llama-server: {binary}; kennel's engine: {args.engine}"
     )
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,6 +254,9 @@ def main() -> None:
                 "off",
                 "--prompt-cache",
                 str(cache_mib),
+                "--engine",
+                args.engine,
+                *(["--llama-server-bin", str(binary)] if args.engine == "llama-server" else []),
             ],
             "llama-server": [
                 str(binary),

@@ -7,6 +7,7 @@
 #   bash scripts/install.sh                 # kennel, GPU backend detected
 #   bash scripts/install.sh --dev           # plus the test and lint tools
 #   bash scripts/install.sh --gpu cuda      # force a backend: cuda, metal, rocm, vulkan, cpu
+#   bash scripts/install.sh --with-vllm     # also vLLM, in ./.venv-vllm (its own torch; ~3.5 GB)
 #
 # Environment: PYTHON (interpreter, default python3), CMAKE_ARGS (extra llama.cpp build flags),
 # KENNEL_WHEEL_CACHE (default ~/.cache/kennel/wheels), CUDA_ARCHITECTURES (default: native).
@@ -18,12 +19,14 @@ XLLAMACPP_VERSION=2026.10.11549
 PY=${PYTHON:-python3}
 DEV=0
 GPU=auto
+VLLM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) DEV=1 ;;
+    --with-vllm) VLLM=1 ;;
     --gpu) GPU=${2:?--gpu needs a value}; shift ;;
     --gpu=*) GPU=${1#--gpu=} ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -94,3 +97,7 @@ else
   "$VPY" -m pip install --quiet -e .
 fi
 echo "kennel installed in .venv (llama.cpp backend: $GPU). Try: .venv/bin/kennel hw"
+
+if [ "$VLLM" = 1 ]; then
+  bash scripts/install-vllm.sh --gpu "$GPU"
+fi

@@ -171,3 +171,12 @@ def test_systemd_units() -> None:
     assert [t.hour for t in sch.next_runs("0 7 * * *", datetime(2026, 11, 1, 8, 0))] == [7, 7, 7]
     remote, _ = sch.systemd_units("remote", "0 7 * * *", ["--url", "http://gpu-box:8000/v1", "--key", "kn-x"])
     assert "checkup run --url http://gpu-box:8000/v1 --key kn-x" in remote  # both reach the unit
+
+
+def test_tokens_per_second_jitter_on_tiny_answers_is_not_a_regression() -> None:
+    from kennel.checkup.report import _flag
+
+    # a 2-token answer timed in milliseconds: half the tok/s is 1 ms more per token, jitter
+    assert _flag("tokens_per_s", 500.0, [1000.0, 990.0, 1010.0, 1000.0]) is None
+    # a model that really halves: 33 ms more per token
+    assert _flag("tokens_per_s", 15.0, [30.0, 29.5, 30.5, 30.0]) == 30.0

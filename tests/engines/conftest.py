@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kennel.engines.base import Answer, Delta, Engine, LoadPlan, Request
+from kennel.engines.llama_server import LlamaServerEngine
 from kennel.engines.llamacpp import LlamaCppEngine
 from kennel.engines.llamacpp_log import LoadLog
 from tests.conftest import ModelFactory
@@ -26,7 +27,11 @@ def _llamacpp(plan: LoadPlan) -> Engine:
     return LlamaCppEngine(plan, name=f"conformance-{plan.task}", load_log=LoadLog())
 
 
-ENGINES: dict[str, EngineKind] = {"llamacpp": _llamacpp}
+def _llama_server(plan: LoadPlan) -> Engine:
+    return LlamaServerEngine(plan, name=f"conformance-{plan.task}")
+
+
+ENGINES: dict[str, EngineKind] = {"llamacpp": _llamacpp, "llama-server": _llama_server}
 
 VOCAB = 512
 TOOL_CALL, THINK_END = VOCAB - 4, VOCAB - 1  # the tag tokens at the end of the synthetic vocabulary
@@ -111,4 +116,5 @@ def embedder(kind: EngineKind, make_model: ModelFactory) -> Iterator[Loaded]:
 @pytest.fixture(scope="module")
 def reranker(kind: EngineKind, make_model: ModelFactory) -> Iterator[Loaded]:
     path, _ = make_model(n_vocab=VOCAB, pooling=4)
-    yield from _loaded(kind, _plan(path, task="rerank", parallel=2))
+    # one document at a time, as kennel serves rerankers (server/models.py says why)
+    yield from _loaded(kind, _plan(path, task="rerank", parallel=1))

@@ -222,6 +222,10 @@ def test_rerank(reranker: Loaded) -> None:
     assert scores == sorted(scores, reverse=True)
     by_index = {r.index: r.score for r in out.results}
     assert by_index[0] == pytest.approx(by_index[2])  # the same document scores the same
+    # and as it does alone: a score does not depend on the other documents
+    for i, doc in enumerate(docs[:2]):
+        alone = reranker.run(reranker.engine.rerank("when does it open?", [doc]))
+        assert alone.results[0].score == pytest.approx(by_index[i], rel=1e-4)
 
 
 def _cpu_only():  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from kennel.engines.base import (
     Capabilities,
     Delta,
     Embeddings,
+    FailureHook,
     Memory,
     Message,
     Ranked,
@@ -36,6 +37,12 @@ class FakeEngineBase:
 
     def healthy(self) -> bool:
         return True
+
+    def on_failure(self, hook: FailureHook) -> None:
+        self.failure_hook = hook
+
+    async def native_metrics(self) -> str:
+        return ""
 
     def memory(self) -> Memory | None:
         return None

@@ -42,12 +42,15 @@ def spec_for(
     embedding: bool = False,
     parallel: int | None = None,
     flash_attn: bool = True,
+    engine: str = "auto",
 ) -> ModelSpec:
     """``flash_attn=False`` where a test compares concurrent answers with solo ones: llama.cpp's
     CPU flash-attention kernel computes a batch of queries in another order than one query, so
     with it on, the last bits (and then, in a random model, the tokens) may differ."""
     hw = what_if(ram=16 * GiB, cpu_cores=2)
-    spec = model_spec(str(path), home=home, hw=hw, name=name, ctx=ctx, parallel=parallel, threads=2)
+    spec = model_spec(
+        str(path), home=home, hw=hw, name=name, ctx=ctx, parallel=parallel, threads=2, engine=engine
+    )
     spec = replace(spec, plan=replace(spec.plan, flash_attn=flash_attn))
     if embedding:  # a generated llama-shape model, served as an embedding model
         spec = replace(spec, plan=replace(spec.plan, task="embed", pooling="mean"))

@@ -154,6 +154,15 @@ def test_readyz_metrics_and_ps(server: str, client: openai.OpenAI) -> None:
     ):
         assert name in text, name
     assert 'kennel_requests_total{endpoint="completions",model="tiny",status="200"}' in text
+    # the engine's own metrics follow, labelled with the model, and the whole text still parses
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    engine = [f for name, f in families.items() if name.startswith("llamacpp:")]
+    labelled = {s.labels.get("model") for f in engine for s in f.samples}
+    assert "tiny" in labelled and labelled <= {"tiny", "embed"}  # the loaded models, nothing else
+    predicted = families["llamacpp:tokens_predicted"].samples
+    assert any(s.labels["model"] == "tiny" and s.value > 0 for s in predicted)
     ps = httpx.get(server + "/kennel/ps").json()
     tiny = next(m for m in ps["models"] if m["model"] == "tiny")
     assert tiny["state"] == "ready" and tiny["ram_bytes"] > 0 and tiny["running"] == 0

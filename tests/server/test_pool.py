@@ -14,6 +14,7 @@ from kennel.engines.base import (
     Delta,
     Embeddings,
     Engine,
+    FailureHook,
     LoadPlan,
     Memory,
     Message,
@@ -56,6 +57,12 @@ class FakeEngine:
 
     def healthy(self) -> bool:
         return self.loaded
+
+    def on_failure(self, hook: FailureHook) -> None:
+        self.failure_hook = hook
+
+    async def native_metrics(self) -> str:
+        return ""
 
     def memory(self) -> Memory | None:
         return self.factory.reported.get(self.name)

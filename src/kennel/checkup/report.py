@@ -26,6 +26,8 @@ MIN_BASELINE = 3  # runs needed before anything is flagged
 MAD_K = 3.0  # band half-width in MADs
 MIN_RATIO = 1.5  # and at least this relative change for timing metrics
 MIN_DELTA_MS = 50.0  # and at least this absolute change: a few ms of jitter is not a regression
+# tokens/s: at least this much more time per token (a 2-token answer timed in ms is all jitter)
+MIN_DELTA_TOKEN_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,11 @@ def _flag(metric: str, value: float, history: list[float]) -> float | None:
     if metric == "pass_rate":
         return base if value < base - max(0.2, MAD_K * mad) else None
     if metric == "tokens_per_s":
-        return base if value < base - MAD_K * mad and value * MIN_RATIO < base else None
+        per_token_ms = 1000.0 / value - 1000.0 / base if value > 0 and base > 0 else float("inf")
+        slower = (
+            value < base - MAD_K * mad and value * MIN_RATIO < base and per_token_ms >= MIN_DELTA_TOKEN_MS
+        )
+        return base if slower else None
     slower = value > base + MAD_K * mad and value > base * MIN_RATIO and value - base >= MIN_DELTA_MS
     return base if slower else None
 

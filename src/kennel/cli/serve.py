@@ -71,6 +71,15 @@ def serve(
     guard_classifier: Path | None = typer.Option(
         None, "--guard-classifier", help="A local ONNX prompt-injection model folder (needs onnxruntime)."
     ),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="auto (default: llama.cpp in process for GGUF, vLLM for a safetensors folder), llamacpp, "
+        "llama-server or vllm.",
+    ),
+    llama_server_bin: Path | None = typer.Option(
+        None, "--llama-server-bin", help="Your own llama-server binary (a CUDA, ROCm, Vulkan or Metal build)."
+    ),
 ) -> None:
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
     with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
@@ -90,6 +99,8 @@ def serve(
         log_content=log_content,
         guard=guard,
         guard_classifier=guard_classifier,
+        engine=engine,
+        llama_server_bin=llama_server_bin,
     )
     home = KennelHome.from_env().writable()  # keys, leases, logs: said now, not after the banner
     _check_security(settings, home)
@@ -101,6 +112,7 @@ def serve(
     for s in specs:
         p = s.plan
         where = f"{p.gpu_layers} layers on GPU" if p.gpu_layers else f"CPU, {p.threads} threads"
+        where += "" if s.engine == "llamacpp" else f", {s.engine}"
         task = {"embed": " [dim](embeddings)[/]", "rerank": " [dim](rerank)[/]"}.get(p.task, "")
         c.print(
             f"  {s.name}: {p.model.name}, {p.parallel} requests at once x ctx {p.context}, {where}, "
@@ -162,8 +174,8 @@ def _check_checkups(settings: ServeSettings) -> None:
 
 
 def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untyped-def]
-    from kennel.engines.llamacpp import LlamaCppEngine
     from kennel.engines.llamacpp_log import LoadLog
+    from kennel.engines.select import engine_factory
     from kennel.hardware.probe import probe
     from kennel.server.app import create_app
     from kennel.server.models import memory_budget, model_spec
@@ -184,6 +196,7 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
                 if e.prompt_cache_mib is not None
                 else settings.prompt_cache_mib,
                 keep_alive=e.keep_alive,
+                engine=e.engine or settings.engine,
             )
             for e in settings.models
         ]
@@ -193,13 +206,18 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
             f"Two models are served under one name: {', '.join(names)}.",
             hint="Give each a distinct `name:` in the config.",
         )
-    load_log = LoadLog(home.root / "logs")  # llama.cpp's load messages: memory figures, not terminal noise
+    make = engine_factory(
+        llama_server_bin=settings.llama_server_bin,
+        ready_timeout=settings.engine_ready_timeout,
+        # llama.cpp's load messages: memory figures, not terminal noise
+        load_log=LoadLog(home.root / "logs"),
+    )
     app = create_app(
         settings,
         specs,
         budget=memory_budget(hw),
         home=home,
-        engine_factory=lambda spec: LlamaCppEngine(spec.plan, name=spec.name, load_log=load_log),
+        engine_factory=lambda spec: make(spec.engine, spec.plan, spec.name),
     )
     return app, specs
 

@@ -20,7 +20,7 @@ pydantic model or an HTTP body.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 from kennel.units import fmt_bytes
 
 Task = Literal["generate", "embed", "rerank"]
+FailureHook = Callable[[str], None]  # told, with a one-line reason, when an engine's process dies
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
@@ -66,6 +67,11 @@ class Capabilities:
     rerank: bool = False
 
 
+def capabilities_for(task: Task) -> Capabilities:
+    gen = task == "generate"
+    return Capabilities(chat=gen, completion=gen, embeddings=task == "embed", rerank=task == "rerank")
+
+
 @dataclass(frozen=True)
 class Adapter:
     path: Path  # a LoRA adapter (GGUF for llama.cpp)
@@ -99,6 +105,7 @@ class LoadPlan:
     chat_template: str | None = None  # overrides the model's own
     pooling: Literal["model", "mean", "cls", "last", "rank"] = "model"  # embeddings and rerank
     prompt_cache_bytes: int = 0  # host memory for prompts saved between requests (0: none)
+    kv_cache_bytes: int = 0  # the KV cache `kennel fit` sized, for engines that take it in bytes (vLLM)
     warmup: bool = True
 
 
@@ -275,6 +282,11 @@ class Engine(Protocol):
 
     def healthy(self) -> bool: ...
 
+    def on_failure(self, hook: FailureHook) -> None:
+        """Who to tell when the engine fails on its own (a process engine's process died; it is
+        restarted). The pool passes the server's model-failure alert."""
+        ...
+
     def memory(self) -> Memory | None:
         """What the loaded model holds, as the engine measured it (None: it cannot tell)."""
         ...
@@ -285,6 +297,10 @@ class Engine(Protocol):
 
     async def busy(self) -> int:
         """Sequences the engine is decoding now, by its own count (not the server's)."""
+        ...
+
+    async def native_metrics(self) -> str:
+        """The engine's own metrics in Prometheus text format ("" if it has none)."""
         ...
 
     async def embed(self, texts: Sequence[str]) -> Embeddings: ...

@@ -30,18 +30,25 @@ from pathlib import Path
 from typing import Any
 
 from kennel.engines.base import (
-    Capabilities,
     Delta,
     Embeddings,
+    FailureHook,
     LoadPlan,
     Memory,
-    Ranked,
     Ranking,
     Request,
+    capabilities_for,
 )
 from kennel.engines.llamacpp_log import LlamaBuffers, LoadLog
 from kennel.engines.llamacpp_params import VERBOSITY_BUFFERS, VERBOSITY_QUIET, common_params, xllamacpp
-from kennel.engines.openai_wire import ChunkReader, engine_error, request_body
+from kennel.engines.openai_wire import (
+    ChunkReader,
+    embeddings_of,
+    engine_error,
+    ranking_of,
+    request_body,
+    wrong_task,
+)
 from kennel.errors import EngineError, InvalidRequestError, ModelLoadError
 
 Item = bytes | BaseException | None  # a chunk as llama.cpp sent it, an error, or the end
@@ -57,10 +64,7 @@ class LlamaCppEngine:
         self.name = name
         self.context = plan.context
         self.parallel = plan.parallel
-        gen = plan.task == "generate"
-        self.capabilities = Capabilities(
-            chat=gen, completion=gen, embeddings=plan.task == "embed", rerank=plan.task == "rerank"
-        )
+        self.capabilities = capabilities_for(plan.task)
         self._load_log = load_log
         self._server: Any = None
         self._memory: Memory | None = None
@@ -156,6 +160,9 @@ class LlamaCppEngine:
     def healthy(self) -> bool:
         return self._server is not None
 
+    def on_failure(self, hook: FailureHook) -> None:
+        """Never called: in process, llama.cpp failing on its own takes kennel down with it."""
+
     def memory(self) -> Memory | None:
         return self._memory
 
@@ -164,11 +171,7 @@ class LlamaCppEngine:
         if self._server is None:
             raise EngineError(f"{self.name} is not loaded.", hint="Retry; the server reloads it.")
         if not able:
-            kind = {"generate": "a text-generation", "embed": "an embedding", "rerank": "a reranking"}
-            raise InvalidRequestError(
-                f"{self.name} is {kind[self.plan.task]} model; it does not do {what}.",
-                hint="Pick a model for this endpoint (GET /v1/models lists what each one does).",
-            )
+            raise wrong_task(self.name, self.plan.task, what)
         return self._server
 
     async def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
@@ -206,27 +209,25 @@ class LlamaCppEngine:
             stop.set()
 
     async def busy(self) -> int:
+        m = _PROCESSING.search(await self.native_metrics())
+        return int(float(m.group(1))) if m else 0
+
+    async def native_metrics(self) -> str:
         server = self._check("metrics", True)
         text = await asyncio.get_running_loop().run_in_executor(self._threads, server.handle_metrics)
-        text = text.decode() if isinstance(text, bytes) else str(text)
-        m = _PROCESSING.search(text)
-        return int(float(m.group(1))) if m else 0
+        return text.decode() if isinstance(text, bytes) else str(text)
 
     async def embed(self, texts: Sequence[str]) -> Embeddings:
         server = self._check("embeddings", self.capabilities.embeddings)
-        r = await self._call(server.handle_embeddings, {"input": list(texts), "encoding_format": "float"})
-        data = sorted(r["data"], key=lambda d: int(d["index"]))
-        vectors = tuple(tuple(float(v) for v in d["embedding"]) for d in data)
-        return Embeddings(vectors=vectors, prompt_tokens=int(r.get("usage", {}).get("prompt_tokens", 0)))
+        return embeddings_of(
+            await self._call(server.handle_embeddings, {"input": list(texts), "encoding_format": "float"})
+        )
 
     async def rerank(self, query: str, documents: Sequence[str]) -> Ranking:
         server = self._check("reranking", self.capabilities.rerank)
-        r = await self._call(server.handle_rerank, {"query": query, "documents": list(documents)})
-        ranked = sorted(
-            (Ranked(int(x["index"]), float(x["relevance_score"])) for x in r["results"]),
-            key=lambda x: -x.score,
+        return ranking_of(
+            await self._call(server.handle_rerank, {"query": query, "documents": list(documents)})
         )
-        return Ranking(results=tuple(ranked), prompt_tokens=int(r.get("usage", {}).get("prompt_tokens", 0)))
 
     async def _call(self, fn: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -> dict[str, Any]:
         r = await asyncio.get_running_loop().run_in_executor(self._threads, fn, body)

@@ -16,10 +16,14 @@ from typing import Any
 
 from kennel.engines.base import (
     Delta,
+    Embeddings,
     FinishReason,
     Message,
+    Ranked,
+    Ranking,
     Request,
     Sampling,
+    Task,
     TokenLogprob,
     ToolCallDelta,
     TopLogprob,
@@ -71,7 +75,7 @@ def sampling_fields(s: Sampling, *, chat: bool) -> dict[str, Any]:
     if s.json_schema is not None:
         body["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"schema": json.loads(s.json_schema)},
+            "json_schema": {"name": "answer", "schema": json.loads(s.json_schema)},  # vLLM needs a name
         }
     elif s.json_mode:
         body["response_format"] = {"type": "json_object"}
@@ -221,3 +225,32 @@ class ChunkReader:
             completion_tokens=int(u.get("completion_tokens") or 0),
             cached_tokens=int(details.get("cached_tokens") or 0),
         )
+
+
+_TASKS = {"generate": "a text-generation", "embed": "an embedding", "rerank": "a reranking"}
+
+
+def wrong_task(name: str, task: Task, what: str) -> InvalidRequestError:
+    """A request for something this model is not for (chat to a reranker, embeddings from a chat model)."""
+    return InvalidRequestError(
+        f"{name} is {_TASKS[task]} model; it does not do {what}.",
+        hint="Pick a model for this endpoint (GET /v1/models lists what each one does).",
+    )
+
+
+def embeddings_of(doc: Mapping[str, Any]) -> Embeddings:
+    """An OpenAI /v1/embeddings answer, vectors in the order of the inputs."""
+    data = sorted(doc["data"], key=lambda d: int(d["index"]))
+    vectors = tuple(tuple(float(v) for v in d["embedding"]) for d in data)
+    return Embeddings(vectors=vectors, prompt_tokens=int((doc.get("usage") or {}).get("prompt_tokens", 0)))
+
+
+def ranking_of(doc: Mapping[str, Any]) -> Ranking:
+    """A /v1/rerank answer (llama-server's and Jina's shape, vLLM's too), best first."""
+    ranked = sorted(
+        (Ranked(int(x["index"]), float(x["relevance_score"])) for x in doc["results"]), key=lambda x: -x.score
+    )
+    usage = doc.get("usage") or {}
+    return Ranking(
+        results=tuple(ranked), prompt_tokens=int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
+    )

@@ -51,6 +51,10 @@ class ServerAlerts:
                 )
             )
 
+    def engine_failed(self, model: str, detail: str) -> None:
+        """An engine process died (it is being restarted): one alert per death."""
+        self._send(Alert("failing", f"kennel serve: {model} engine stopped", detail, _now(), 1))
+
     def load_failed(self, model: str, error: str) -> None:
         self._send(Alert("failing", f"kennel serve: {model} failed to load", error, _now(), 1))
 

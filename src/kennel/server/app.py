@@ -59,6 +59,7 @@ def create_app(
 
             channels = [parse_channel(c) for c in settings.alerts.notify]
             alerts = ServerAlerts(channels, threshold=settings.alerts.threshold, home=kennel_home)
+            pool.on_engine_failure = alerts.engine_failed
         app.state.kennel = AppState(
             settings,
             pool,

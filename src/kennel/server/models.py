@@ -3,11 +3,13 @@ pool can load: the file, the profile, the placement `kennel fit` chooses and the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from kennel.engines.base import Adapter, LoadPlan, Memory, Task
+from kennel.engines.select import resolve_kind
 from kennel.errors import InvalidOptionError
 from kennel.fit.estimate import default_run, estimate
 from kennel.fit.memory import kv_cache_per_layer
@@ -15,6 +17,7 @@ from kennel.fit.placement import budgets
 from kennel.fit.serving import default_threads, serve_parallel
 from kennel.hardware.profile import HardwareProfile
 from kennel.model.gguf_shape import shape_from_gguf
+from kennel.model.hf_config import shape_from_config
 from kennel.server.pool import FOREVER, ModelSpec
 from kennel.settings import KennelHome
 from kennel.store.add import check_gguf, default_name
@@ -46,6 +49,7 @@ def model_spec(
     prompt_cache_mib: int | None = None,
     pinned: bool = False,
     keep_alive: float = 300.0,
+    engine: str = "auto",
 ) -> ModelSpec:
     """``parallel`` None: as many requests at once as the memory allows (`kennel fit` shows the
     same figure); ``threads`` None: every physical core; ``prompt_cache_mib`` None: room for the
@@ -64,12 +68,30 @@ def model_spec(
             path = _materialize(store, home, v.profile)
             adapter = store.blobs.path(v.profile.adapter) if v.profile.adapter else None
         served = name or (str(r) if r.tag or r.version else r.name)
+    kind = resolve_kind(engine, path)
+    if kind == "vllm":
+        return _folder_spec(
+            path,
+            served,
+            hw=hw,
+            ctx=ctx,
+            parallel=parallel,
+            threads=threads,
+            pinned=pinned,
+            keep_alive=keep_alive,
+        )
     header = check_gguf(path)
     shape = shape_from_gguf(header, name=served)
     task = _task(header.metadata, causal=shape.causal)
     n_ctx = ctx or (profile.context if profile and profile.context else None)
     run = default_run(shape, ctx=n_ctx, embedding=task != "generate")
-    if parallel is None:
+    if task == "rerank":
+        # llama.cpp (the commit xllamacpp 2026.10.11549 pins, and llama-server built from it)
+        # scores one of several documents decoded in one batch wrongly with rank pooling: the same
+        # document got 1.70 alone and -1.06 beside another (tests/engines, test_rerank). One
+        # document at a time is exact; each is a short prompt, so reranking stays fast.
+        parallel = 1
+    elif parallel is None:
         parallel = serve_parallel(shape, hw, run)
     run = replace(run, parallel=parallel)
     report = estimate(shape, hw, run, include_engines=False, only=("__file_only__",), with_max_context=False)
@@ -92,7 +114,8 @@ def model_spec(
         prompt_cache = prompt_cache_mib << 20
     else:
         prompt_cache = max(sum(kv_cache_per_layer(shape, run)) // parallel, DEFAULT_PROMPT_CACHE)
-    gpu_ok = hw.llama is None or hw.llama.gpu_offload
+    # kennel's own llama.cpp may be a CPU build; a user's llama-server is there for its GPU
+    gpu_ok = hw.llama is None or hw.llama.gpu_offload or (kind == "llama-server" and bool(hw.gpus))
     plan = LoadPlan(
         model=path,
         task=task,
@@ -119,6 +142,67 @@ def model_spec(
         pinned=pinned,
         keep_alive=FOREVER if keep_alive < 0 else keep_alive,
         n_vocab=shape.n_vocab,
+        engine=kind,
+    )
+
+
+ENGINE_RUNTIME = 1 << 30  # vLLM's own process: torch, the tokenizer, CUDA or oneDNN workspaces
+
+
+def _folder_spec(
+    folder: Path,
+    served: str,
+    *,
+    hw: HardwareProfile,
+    ctx: int | None,
+    parallel: int | None,
+    threads: int | None,
+    pinned: bool,
+    keep_alive: float,
+) -> ModelSpec:
+    """A transformers (safetensors) folder for vLLM: its shape from config.json, the weights
+    from the files, the KV cache `kennel fit` sizes for context x parallel requests."""
+    config = folder / "config.json"
+    try:
+        shape = shape_from_config(json.loads(config.read_text()), name=served)
+    except (OSError, ValueError) as exc:
+        raise InvalidOptionError(
+            f"{folder} has no readable config.json ({exc}).",
+            hint="Give vLLM a transformers model folder (config.json, tokenizer, *.safetensors).",
+        ) from exc
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    if not weights:
+        raise InvalidOptionError(
+            f"{folder} has no .safetensors files.",
+            hint="vLLM loads safetensors weights; convert or re-download.",
+        )
+    parallel = parallel or 8
+    run = replace(default_run(shape, ctx=ctx), parallel=parallel)
+    kv = sum(kv_cache_per_layer(shape, run))
+    gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
+    plan = LoadPlan(
+        model=folder,
+        context=run.ctx,
+        parallel=parallel,
+        threads=threads or default_threads(hw),
+        gpu_layers=shape.n_layer + 1 if gpus else 0,
+        gpu_split=tuple(1.0 for _ in gpus) if len(gpus) > 1 else (),
+        kv_cache_bytes=kv,
+    )
+    need = weights + kv + ENGINE_RUNTIME
+    if gpus:
+        share = need // len(gpus)
+        memory = Memory(ram=ENGINE_RUNTIME, vram=tuple(share for _ in gpus))
+    else:
+        memory = Memory(ram=need)
+    return ModelSpec(
+        name=served,
+        plan=plan,
+        memory=memory,
+        pinned=pinned,
+        keep_alive=FOREVER if keep_alive < 0 else keep_alive,
+        n_vocab=shape.n_vocab,
+        engine="vllm",
     )
 
 

@@ -15,6 +15,8 @@ the running ones): a full queue is a 429 with Retry-After, a wait past ``queue_t
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from kennel.engines.base import Engine, LoadPlan, Memory
 from kennel.errors import InsufficientMemoryError, ModelLoadingError, ModelNotServedError, QueueFullError
 from kennel.store.profile import Profile
+
+log = logging.getLogger("kennel.pool")
 
 FOREVER = float("inf")
 
@@ -50,6 +54,7 @@ class ModelSpec:
     pinned: bool = False
     keep_alive: float = 300.0  # seconds idle before unloading; FOREVER for never
     n_vocab: int = 0  # tokens in the model's vocabulary (0: unknown), to check logit_bias ids
+    engine: str = "llamacpp"  # the engine kind that runs it (kennel.engines.select)
 
 
 @dataclass
@@ -99,6 +104,8 @@ class Pool:
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
         self.clock = clock
+        # told (model, reason) when a loaded engine fails on its own: the model-failure alert
+        self.on_engine_failure: Callable[[str, str], None] | None = None
 
     def slot(self, name: str) -> Slot:
         s = self.slots.get(name)
@@ -137,8 +144,9 @@ class Pool:
             if slot.state == "ready" and slot.engine is not None:
                 return slot.engine
             await self._make_room(slot)
-            slot.state = "loading"
             engine = self.engine_factory(slot.spec)
+            engine.on_failure(functools.partial(self._engine_failed, slot.spec.name))
+            slot.state = "loading"
             try:
                 await engine.load()
             except BaseException:
@@ -150,6 +158,11 @@ class Pool:
             slot.held = engine.memory()
             slot.last_used = self.clock()
             return engine
+
+    def _engine_failed(self, name: str, detail: str) -> None:
+        log.error("%s: %s", name, detail)
+        if self.on_engine_failure is not None:
+            self.on_engine_failure(name, detail)
 
     async def _make_room(self, slot: Slot) -> None:
         need = slot.spec.memory

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kennel.errors import InvalidRequestError, KennelError
 from kennel.server.auth import authenticate, check_key
+from kennel.server.engine_metrics import engine_metrics
 from kennel.server.front import log_request
 from kennel.server.generation import Generation, no_wait, require_task, status_of, until_disconnect
 from kennel.server.http_errors import kennel_error_response
@@ -65,7 +66,10 @@ async def _metrics_reader(request: Request) -> ApiKey | None:
 
 @router.get("/metrics")
 async def metrics(request: Request, key: Annotated[ApiKey | None, Depends(_metrics_reader)]) -> Response:
-    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    state = _state(request)
+    # kennel's own metrics, then each loaded engine's, labelled with the model they are from
+    body = state.metrics.render() + await engine_metrics(state.pool)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/v1/models")

