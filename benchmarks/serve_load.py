@@ -165,8 +165,16 @@ async def shared_prefix(url: str, model: str, system: str) -> tuple[float, float
 
 
 def _cpu(proc: subprocess.Popen[bytes]) -> float:
-    t = psutil.Process(proc.pid).cpu_times()
-    return float(t.user + t.system)
+    """CPU seconds of the server and of what it started (kennel's supervised engine process)."""
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def pct(xs: list[float], p: float) -> float:

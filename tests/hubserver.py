@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = []
         for n, b in sorted(repo.files.items()):
             sib: dict[str, Any] = {"rfilename": n, "size": len(b)}
-            if n.endswith(".gguf"):
+            if n.endswith((".gguf", ".safetensors")):
                 sib["lfs"] = {"size": len(b), "sha256": hashlib.sha256(b).hexdigest(), "pointerSize": 134}
             siblings.append(sib)
         doc = {"id": repo_id, "modelId": repo_id, "sha": "0" * 40, "private": False, "siblings": siblings}

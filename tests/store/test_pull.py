@@ -311,3 +311,90 @@ def test_cli_pull_default_quant_and_errors(hub: HubState, ggufs: dict[str, bytes
         and "sha256" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+
+
+# ---- transformers (safetensors) repos, for vLLM --------------------------------------------
+LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1024,
+    "max_position_embeddings": 2048,
+    "torch_dtype": "bfloat16",
+}
+
+
+@pytest.fixture
+def folder_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubState]:
+    import json
+
+    files = {
+        "config.json": json.dumps(LLAMA_CONFIG).encode(),
+        "tokenizer.json": b'{"model": {"vocab": {}}}',
+        "tokenizer_config.json": b'{"chat_template": "{{ messages }}"}',
+        "model-00001-of-00002.safetensors": os.urandom(300_000),
+        "model-00002-of-00002.safetensors": os.urandom(200_000),
+        "model.safetensors.index.json": b'{"weight_map": {}}',
+        "README.md": b"# card\n",  # not for vLLM: left out
+        "pytorch_model.bin": os.urandom(1000),  # a duplicate of the weights: left out
+        "original/consolidated.00.pth": os.urandom(1000),  # another checkpoint: left out
+        "modeling_custom.py": b"import os\n",  # custom code kennel never runs: left out
+    }
+    state = HubState(repos={"acme/Tiny-Llama-AWQ": Repo(files=files)})
+    with hub_server(state) as (url, st):
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        yield st
+
+
+def test_a_transformers_repo_is_pulled_as_the_files_vllm_loads(
+    store: Store, folder_hub: HubState, kennel_home: Path, tmp_path: Path
+) -> None:
+    repo = folder_hub.repos["acme/Tiny-Llama-AWQ"]
+    target = pull_mod.plan_pull("hf.co/acme/Tiny-Llama-AWQ")
+    assert target.format == "transformers" and target.name == "tiny-llama-awq"
+    paths = [f.path for f in target.files]
+    assert paths == [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    # a corrupted download is refused, and one cut half-way resumes, as for GGUF
+    folder_hub.corrupt.add("model-00001-of-00002.safetensors")
+    with pytest.raises(ChecksumError):
+        pull_mod.pull(store, target)
+    folder_hub.corrupt.clear()
+    folder_hub.drop_at["model-00002-of-00002.safetensors"] = [100_000]  # the connection dies there
+    v = pull_mod.pull(store, target)
+    assert v.profile.format == "transformers" and list(v.profile.files) == paths
+    assert any(r.startswith("bytes=100000") for r in folder_hub.ranges)  # resumed, not restarted
+    for digest, path in zip(v.profile.base, paths, strict=True):
+        assert store.blobs.path(digest).read_bytes() == repo.files[path]
+
+    # served from the store: a folder of links with each file at its path, run by vLLM
+    from kennel.hardware.whatif import what_if
+    from kennel.server.models import model_spec
+
+    spec = model_spec("tiny-llama-awq", home=KennelHome(kennel_home), hw=what_if(ram=16 * 2**30), ctx=512)
+    assert spec.engine == "vllm" and spec.plan.model.is_dir() and set(spec.digests) == set(v.profile.base)
+    assert (spec.plan.model / "config.json").read_bytes() == repo.files["config.json"]
+    assert spec.plan.kv_cache_bytes > 0 and spec.memory.ram > 500_000
+
+    # versions and bundles work for it as for a GGUF
+    from kennel.store.bundle import export_bundle, import_bundle
+    from kennel.store.names import parse_ref
+
+    bundle = tmp_path / "tiny.tar"
+    export_bundle(store, parse_ref("tiny-llama-awq"), bundle)
+    with Store.open(KennelHome(tmp_path / "other-home")) as other:
+        w = import_bundle(other, bundle)
+        assert (
+            w.profile == v.profile
+            and other.blobs.path(w.profile.base[1]).read_bytes() == repo.files[paths[1]]
+        )

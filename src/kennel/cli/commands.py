@@ -60,7 +60,8 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry(
         "pull",
         "kennel.cli.store:pull_cmd",
-        "Download a GGUF into the store: resumable, checked against the hub's sha256.",
+        "Download a GGUF, or a safetensors model for vLLM, into the store: resumable, checked against the "
+        "hub's sha256.",
     ),
     CommandEntry(
         "import",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -14,6 +15,10 @@ from kennel.cli.output import console, err_console, print_json, status
 from kennel.errors import InvalidOptionError, RemoteError
 from kennel.server.keys import KeyStore
 from kennel.server.settings import ModelEntry, ServeSettings, load_settings
+
+if TYPE_CHECKING:
+    from kennel.hardware.profile import HardwareProfile
+    from kennel.server.pool import ModelSpec
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes
 
@@ -80,6 +85,14 @@ def serve(
     llama_server_bin: Path | None = typer.Option(
         None, "--llama-server-bin", help="Your own llama-server binary (a CUDA, ROCm, Vulkan or Metal build)."
     ),
+    nodes: int | None = typer.Option(
+        None,
+        "--nodes",
+        min=1,
+        max=64,
+        help="Run vLLM models across up to N machines of a Ray cluster: shows the layout and the commands "
+        "that start the cluster, and serves once it is up.",
+    ),
 ) -> None:
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
     with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
@@ -101,6 +114,7 @@ def serve(
         guard_classifier=guard_classifier,
         engine=engine,
         llama_server_bin=llama_server_bin,
+        nodes=nodes,
     )
     home = KennelHome.from_env().writable()  # keys, leases, logs: said now, not after the banner
     _check_security(settings, home)
@@ -200,6 +214,8 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
             )
             for e in settings.models
         ]
+    if settings.nodes > 1:
+        specs = [_across_nodes(s, hw, settings.nodes) if s.engine == "vllm" else s for s in specs]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise InvalidOptionError(
@@ -220,6 +236,57 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
         engine_factory=lambda spec: make(spec.engine, spec.plan, spec.name),
     )
     return app, specs
+
+
+def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec:
+    """A vLLM model laid out over a Ray cluster: show the layout and the commands; go on only
+    when the cluster is up with enough GPU machines."""
+    from dataclasses import replace
+
+    from kennel.engines.base import Memory
+    from kennel.engines.cluster import cluster_commands, plan_layout
+    from kennel.engines.vllm import ray_gpu_nodes, vllm_args, vllm_python
+
+    gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
+    weights = sum(f.stat().st_size for f in spec.plan.model.glob("*.safetensors"))
+    layout = plan_layout(
+        weights=weights,
+        kv_cache=spec.plan.kv_cache_bytes,
+        gpu_memory=min((g.total_memory for g in gpus), default=0),
+        gpus_per_node=len(gpus),
+        max_nodes=nodes,
+    )
+    python = vllm_python()
+    module = [str(python), "-m", "vllm.entrypoints.openai.api_server"]
+    argv = module + vllm_args(spec.plan, name=spec.name, port=8000, api_key="$VLLM_API_KEY")
+    c = err_console()
+    c.print(f"[bold]{spec.name}[/] across machines: {layout.describe()}")
+    for where, command in cluster_commands(layout, _drop_flag(argv, "--tensor-parallel-size")):
+        c.print(f"  [dim]# {where}[/]\n  {command}")
+    alive = ray_gpu_nodes(python) if layout.nodes > 1 else layout.nodes
+    if alive is None or alive < layout.nodes:
+        raise InvalidOptionError(
+            f"{spec.name} needs a Ray cluster of {layout.nodes} GPU machines"
+            + ("; none was found from here." if alive is None else f"; {alive} are up."),
+            hint="Start it with the ray commands above (Ray installed in vLLM's environment), then run "
+            "this again: kennel then starts and supervises vLLM itself.",
+        )
+    plan = replace(
+        spec.plan,
+        gpu_layers=max(spec.plan.gpu_layers, 1),
+        gpu_split=tuple(1.0 for _ in gpus) if len(gpus) > 1 else (),
+        pipeline_parallel=layout.nodes,
+    )
+    return replace(
+        spec, plan=plan, memory=Memory(ram=spec.memory.ram, vram=tuple(layout.per_gpu for _ in gpus))
+    )
+
+
+def _drop_flag(argv: list[str], flag: str) -> list[str]:
+    if flag not in argv:
+        return argv
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2 :]
 
 
 def ps(

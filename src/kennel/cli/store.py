@@ -27,7 +27,7 @@ from kennel.settings import KennelHome
 from kennel.store import bundle, maintenance
 from kennel.store.add import import_gguf
 from kennel.store.names import parse_ref
-from kennel.store.pull import plan_pull, pull
+from kennel.store.pull import PullTarget, plan_pull, pull
 from kennel.store.registry import BlobInfo, Store, VersionInfo
 from kennel.units import fmt_bytes
 
@@ -117,9 +117,12 @@ def pull_cmd(
     message: str = MESSAGE,
     json_out: bool = JSON,
 ) -> None:
-    """Download a GGUF into the store: resumable, checked against the hub's sha256.
+    """Download a GGUF, or a safetensors model for vLLM, into the store: resumable, checked against the
+    hub's sha256.
 
     Without :QUANT, a catalog model comes at the quantization `kennel recommend` picks for this machine.
+    A repo without GGUF files but with config.json and *.safetensors is pulled as the files vLLM
+    loads (config, tokenizer, weights) and served with `--engine vllm` (the default for it).
     """
     with status(f"Looking up {ref}…", enabled=not json_out):
         target = plan_pull(ref, file=file, revision=revision, name=name, default_quant=_default_quant)
@@ -127,11 +130,17 @@ def pull_cmd(
         if not json_out:
             err_console().print(
                 f"Pulling [bold]{target.name}[/] from hf.co/{target.repo} ({fmt_bytes(target.size)}"
-                f"{', ' + str(len(target.files)) + ' shards' if len(target.files) > 1 else ''})"
+                f"{_parts(target)})"
             )
         with byte_progress(not json_out) as progress:
             v = pull(store, target, message=message, progress=progress)
         _report_version(store, v, "pull", json_out)
+
+
+def _parts(target: PullTarget) -> str:
+    if target.format == "transformers":
+        return f", {len(target.files)} files for vLLM"
+    return f", {len(target.files)} shards" if len(target.files) > 1 else ""
 
 
 def _report_version(store: Store, v: VersionInfo, kind: str, json_out: bool) -> None:

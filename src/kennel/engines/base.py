@@ -106,6 +106,7 @@ class LoadPlan:
     pooling: Literal["model", "mean", "cls", "last", "rank"] = "model"  # embeddings and rerank
     prompt_cache_bytes: int = 0  # host memory for prompts saved between requests (0: none)
     kv_cache_bytes: int = 0  # the KV cache `kennel fit` sized, for engines that take it in bytes (vLLM)
+    pipeline_parallel: int = 1  # machines one model spans (vLLM over Ray; engines/cluster.py)
     warmup: bool = True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ def vllm_args(plan: LoadPlan, *, name: str, port: int, api_key: str) -> list[str
         args += ["--kv-cache-memory-bytes", str(max(plan.kv_cache_bytes, MIN_KV_BYTES))]
     if plan.gpu_layers:
         args += ["--tensor-parallel-size", str(max(len(plan.gpu_split), 1))]
+        if plan.pipeline_parallel > 1:  # across machines of a Ray cluster
+            args += ["--pipeline-parallel-size", str(plan.pipeline_parallel)]
+            args += ["--distributed-executor-backend", "ray"]
     else:
         args.append("--enforce-eager")  # no CUDA graphs on a CPU
     if plan.chat_template:
@@ -65,6 +69,21 @@ def vllm_args(plan: LoadPlan, *, name: str, port: int, api_key: str) -> list[str
         ]
     args.append("--enable-prefix-caching")
     return args
+
+
+def ray_gpu_nodes(python: Path, timeout: float = 30.0) -> int | None:
+    """Alive nodes with GPUs in the Ray cluster this machine belongs to; None without Ray or a
+    cluster."""
+    probe = (
+        "import ray; ray.init(address='auto', logging_level='ERROR'); "
+        "print(sum(1 for n in ray.nodes() if n['Alive'] and n['Resources'].get('GPU', 0) > 0))"
+    )
+    try:
+        out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return int(lines[-1]) if out.returncode == 0 and lines and lines[-1].isdigit() else None
 
 
 class VllmEngine(ProcessEngine):

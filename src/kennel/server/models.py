@@ -3,6 +3,7 @@ pool can load: the file, the profile, the placement `kennel fit` chooses and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -70,15 +71,19 @@ def model_spec(
         served = name or (str(r) if r.tag or r.version else r.name)
     kind = resolve_kind(engine, path)
     if kind == "vllm":
-        return _folder_spec(
+        spec = _folder_spec(
             path,
             served,
             hw=hw,
-            ctx=ctx,
+            ctx=ctx or (profile.context if profile else None),
             parallel=parallel,
             threads=threads,
             pinned=pinned,
             keep_alive=keep_alive,
+        )
+        template = profile.template if profile else None
+        return replace(
+            spec, plan=replace(spec.plan, chat_template=template), profile=profile, digests=digests
         )
     header = check_gguf(path)
     shape = shape_from_gguf(header, name=served)
@@ -223,16 +228,27 @@ def _task(metadata: dict[str, object], *, causal: bool) -> Task:
 
 
 def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:
-    """The GGUF under its own file name (llama.cpp finds the shards of a split model by name):
-    links in KENNEL_HOME/run/models/<digest> to the read-only blobs."""
-    folder = home.root / "run" / "models" / profile.base[0][:16]
+    """The model as its engine expects it, as links in KENNEL_HOME/run/models/<digest> to the
+    read-only blobs: a GGUF under its own file name (llama.cpp finds the shards of a split model
+    by name), or a transformers folder with each file at its path."""
+    # two models may share a config.json (one architecture): a folder is known by all its files
+    key = (
+        profile.base[0]
+        if profile.format == "gguf"
+        else hashlib.sha256("".join(profile.base).encode()).hexdigest()
+    )
+    folder = home.root / "run" / "models" / key[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    names = [store.blob(d).file_name.rsplit("/", 1)[-1] for d in profile.base]
+    if profile.format == "transformers":
+        names = list(profile.files)
+    else:
+        names = [store.blob(d).file_name.rsplit("/", 1)[-1] for d in profile.base]
     for digest, file_name in zip(profile.base, names, strict=True):
         link = folder / file_name
         if not link.exists():
-            tmp = folder / f".{file_name}.{os.getpid()}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.parent / f".{link.name}.{os.getpid()}"
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(store.blobs.path(digest))
             os.replace(tmp, link)
-    return folder / names[0]
+    return folder if profile.format == "transformers" else folder / names[0]

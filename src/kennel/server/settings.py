@@ -129,6 +129,12 @@ class ServeSettings(BaseSettings):
         default=None,
         description="The llama-server binary (default: $KENNEL_LLAMA_SERVER, then kennel's own).",
     )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Machines a vLLM model may span over a Ray cluster (its layout and commands are shown).",
+    )
     engine_ready_timeout: float = Field(
         default=300.0, gt=0, description="Seconds an engine process may take to become ready."
     )

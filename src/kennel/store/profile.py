@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kennel.errors import InvalidOptionError
 
@@ -47,11 +47,24 @@ class Sampling(SamplingFields):
     stop: tuple[str, ...] | None = None
 
 
+ModelFormat = Literal["gguf", "transformers"]
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base: tuple[str, ...] = Field(min_length=1, description="sha256 of the GGUF, one per shard, in order.")
-    base_file: str = Field(description="The GGUF's file name (first shard), for people.")
+    base: tuple[str, ...] = Field(
+        min_length=1, description="sha256 of the GGUF, one per shard, in order; or of each file of a folder."
+    )
+    base_file: str = Field(
+        description="The GGUF's file name (first shard), or the folder's name, for people."
+    )
+    format: ModelFormat = Field(
+        default="gguf", description="gguf (llama.cpp), or transformers: a folder of safetensors for vLLM."
+    )
+    files: tuple[str, ...] = Field(
+        default=(), description="For a transformers folder: each base blob's path in the folder, in order."
+    )
     adapter: str | None = Field(default=None, description="sha256 of a LoRA adapter GGUF.")
     adapter_scale: float = Field(default=1.0, gt=0, le=4)
     template: str | None = Field(default=None, description="Chat template (Jinja) replacing the GGUF's.")
@@ -63,6 +76,14 @@ class Profile(BaseModel):
     )
     parameters: Sampling = Sampling()
     context: int | None = Field(default=None, ge=64, le=1 << 22)
+
+    @model_validator(mode="after")
+    def _folder_files(self) -> Profile:
+        if self.format == "transformers" and len(self.files) != len(self.base):
+            raise ValueError("a transformers profile names one file per base blob")
+        if self.format == "gguf" and self.files:
+            raise ValueError("files are for transformers folders only")
+        return self
 
     def to_yaml(self) -> str:
         doc = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)

@@ -1,22 +1,27 @@
-"""`kennel pull`: a GGUF from the Hugging Face hub (or HF_ENDPOINT) into the store.
+"""`kennel pull`: a GGUF, or a transformers (safetensors) model for vLLM, from the Hugging Face
+hub (or HF_ENDPOINT) into the store.
 
 Through huggingface_hub: the repo listing with each file's LFS sha256 and size (model_info with
 files_metadata), pinned to one commit so the shards of a split model match, file URLs and auth
 headers (HF_TOKEN). The bytes stream into store/partial/<sha256>.part under a per-blob lock:
 an interrupted pull (network drop, Ctrl-C, kill -9, full disk) leaves the partial file, and the
 next pull asks for the rest with a Range request (starting over if the server ignores it).
-Only bytes whose sha256 matches the hub's become a blob.
+Only bytes whose sha256 matches the hub's become a blob. A transformers repo is pulled as the
+files vLLM loads (config, tokenizer, *.safetensors), each a blob, with the same guarantees.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from huggingface_hub import HfApi, hf_hub_url
@@ -28,13 +33,20 @@ from kennel.catalog.resolve import choose_gguf, hub_call, hub_endpoint, hub_toke
 from kennel.errors import ModelNotFoundError, ModelSourceError, RemoteError
 from kennel.store.add import check_gguf, default_name, version_tags
 from kennel.store.blobs import check_free_space, disk_full
-from kennel.store.names import check_name, parse_ref
-from kennel.store.profile import Profile
+from kennel.store.names import DEFAULT_TAG, check_name, parse_ref
+from kennel.store.profile import ModelFormat, Profile
 from kennel.store.registry import Store, VersionInfo
 
 MAX_STALLED_ATTEMPTS = 5  # tries in a row that bring no new byte
 MAX_REQUESTS = 200  # per file, whatever happens: the loop always ends
 PullProgress = Callable[[str, int, int], None]  # file name, bytes done, bytes total
+# what vLLM reads from a transformers repo (top level only: no original/ checkpoints, no .bin
+# duplicates of the safetensors, no custom code, which kennel would never run)
+FOLDER_FILES = re.compile(
+    r"^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|"
+    r"added_tokens\.json|tokenizer\.model|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja)|"
+    r"preprocessor_config\.json|[^/]+\.safetensors(\.index\.json)?)$"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class PullTarget:
     files: tuple[RemoteFile, ...]  # shards in order
     quant: str | None
     catalog_name: str | None
+    format: ModelFormat = "gguf"
 
     @property
     def size(self) -> int:
@@ -116,6 +129,9 @@ def _plan_repo(
         for n, s in siblings.items()
         if n.lower().endswith(".gguf") and "mmproj" not in n.lower()
     }
+    folder = "config.json" in siblings and any(n.endswith(".safetensors") for n in siblings)
+    if not ggufs and file is None and folder:
+        return _plan_folder(repo, info, siblings, name=name, catalog_name=catalog_name, revision=revision)
     if lenient_file and file not in ggufs:
         file = None  # the catalog's expected name moved: fall back to matching the quant
     chosen = choose_gguf(repo, ggufs, quant=quant, file=file)
@@ -131,6 +147,27 @@ def _plan_repo(
         )
     store_name = check_name(name) if name else default_name(chosen)
     return PullTarget(store_name, repo, info.sha or revision or "main", tuple(files), quant, catalog_name)
+
+
+def _plan_folder(
+    repo: str,
+    info: Any,
+    siblings: dict[str, Any],
+    *,
+    name: str | None,
+    catalog_name: str | None,
+    revision: str | None,
+) -> PullTarget:
+    """A transformers repo: the files vLLM loads, config.json first."""
+    chosen = sorted((n for n in siblings if FOLDER_FILES.match(n)), key=lambda n: (n != "config.json", n))
+    files = tuple(
+        RemoteFile(n, int(s.lfs.size if s.lfs else s.size or 0), s.lfs.sha256 if s.lfs else None)
+        for n in chosen
+        for s in [siblings[n]]
+    )
+    store_name = check_name(name) if name else default_name(repo.rsplit("/", 1)[-1])
+    commit = info.sha or revision or "main"
+    return PullTarget(store_name, repo, commit, files, None, catalog_name, format="transformers")
 
 
 def pull(
@@ -158,6 +195,8 @@ def pull(
     finally:
         if own:
             http.close()
+    if target.format == "transformers":
+        return _add_folder(store, target, digests, actor=actor, message=message)
     header = check_gguf(store.blobs.path(digests[0]))
     profile = Profile(base=tuple(digests), base_file=target.files[0].path.rsplit("/", 1)[-1])
     return store.add_version(
@@ -167,6 +206,35 @@ def pull(
         actor=actor,
         message=message or f"pulled hf.co/{target.repo}/{target.files[0].path}",
         tags=version_tags(header),
+        catalog_name=target.catalog_name,
+    )
+
+
+def _add_folder(
+    store: Store, target: PullTarget, digests: list[str], *, actor: str | None, message: str
+) -> VersionInfo:
+    from kennel.model.hf_config import shape_from_config
+
+    try:  # config.json is first: kennel (and vLLM) must understand the model
+        shape_from_config(json.loads(store.blobs.path(digests[0]).read_text()), name=target.name)
+    except (ValueError, KeyError) as exc:
+        raise ModelSourceError(
+            f"hf.co/{target.repo} has a config.json kennel cannot read ({exc}).",
+            hint="kennel serves transformers models of the architectures `kennel fit` knows.",
+        ) from exc
+    profile = Profile(
+        base=tuple(digests),
+        base_file=target.repo.rsplit("/", 1)[-1],
+        format="transformers",
+        files=tuple(f.path for f in target.files),
+    )
+    return store.add_version(
+        target.name,
+        profile,
+        action="pull",
+        actor=actor,
+        message=message or f"pulled hf.co/{target.repo} ({len(target.files)} files)",
+        tags=(DEFAULT_TAG,),
         catalog_name=target.catalog_name,
     )
 
@@ -184,7 +252,7 @@ def _fetch_one(
             if progress:
                 progress(f.path, f.size, f.size)
             store.register_blob(
-                f.sha256, kind="gguf", file_name=f.path.rsplit("/", 1)[-1], source=_source(target, f)
+                f.sha256, kind=_kind(target), file_name=_file_name(target, f), source=_source(target, f)
             )
             return f.sha256
         part = store.blobs.partial_path(key)
@@ -197,14 +265,25 @@ def _fetch_one(
             headers=build_hf_headers(token=hub_token()),
             on_progress=(lambda done: progress(f.path, done, f.size)) if progress else None,
         )
-        first = f.path == target.files[0].path
+        first = f.path == target.files[0].path and target.format == "gguf"
         if first and f.sha256 is None:
             _check_or_discard(part)  # without a checksum, the GGUF check is all there is
         digest = store.blobs.admit(part, expected=f.sha256, move=True)
         if first and f.sha256 is not None:
             _check_or_discard(store.blobs.path(digest))
-    store.register_blob(digest, kind="gguf", file_name=f.path.rsplit("/", 1)[-1], source=_source(target, f))
+    store.register_blob(
+        digest, kind=_kind(target), file_name=_file_name(target, f), source=_source(target, f)
+    )
     return digest
+
+
+def _kind(target: PullTarget) -> str:
+    return "gguf" if target.format == "gguf" else "file"
+
+
+def _file_name(target: PullTarget, f: RemoteFile) -> str:
+    # a GGUF is known by its file name; a folder's file by its path in the folder
+    return f.path.rsplit("/", 1)[-1] if target.format == "gguf" else f.path
 
 
 def _check_or_discard(path: Path) -> None:
