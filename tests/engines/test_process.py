@@ -42,8 +42,8 @@ FAKE = textwrap.dedent(
 class FakeEngine(ProcessEngine):
     kind = "fake"
 
-    def __init__(self, mode: str) -> None:
-        super().__init__(LoadPlan(model=Path("/nonexistent")), name="fake")
+    def __init__(self, mode: str, log_dir: Path | None = None) -> None:
+        super().__init__(LoadPlan(model=Path("/nonexistent")), name="fake:1", log_dir=log_dir)
         self.mode = mode
 
     def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
@@ -78,8 +78,8 @@ def test_a_process_that_never_becomes_healthy_is_stopped_with_its_last_lines() -
     assert pid is not None and _gone(pid)
 
 
-def test_unload_stops_the_process_and_what_it_started() -> None:
-    engine = FakeEngine("ok")
+def test_unload_stops_the_process_and_what_it_started(tmp_path: Path) -> None:
+    engine = FakeEngine("ok", log_dir=tmp_path / "logs")
 
     async def go() -> int:
         await engine.load()
@@ -90,6 +90,8 @@ def test_unload_stops_the_process_and_what_it_started() -> None:
         return pid
 
     assert _gone(asyncio.run(go()))
+    # the engine's whole log is kept apart from kennel's, under a file-safe name
+    assert "fake engine starting" in (tmp_path / "logs" / "engine-fake_1.log").read_text()
 
 
 PARENT = textwrap.dedent(

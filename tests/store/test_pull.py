@@ -28,6 +28,7 @@ from kennel.errors import (
 from kennel.settings import KennelHome
 from kennel.store import pull as pull_mod
 from kennel.store.registry import Store
+from tests.hfconfig import TINY_LLAMA_CONFIG
 from tests.hubserver import HubState, Repo, hub_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -314,18 +315,6 @@ def test_cli_pull_default_quant_and_errors(hub: HubState, ggufs: dict[str, bytes
 
 
 # ---- transformers (safetensors) repos, for vLLM --------------------------------------------
-LLAMA_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 1024,
-    "max_position_embeddings": 2048,
-    "torch_dtype": "bfloat16",
-}
 
 
 @pytest.fixture
@@ -333,7 +322,7 @@ def folder_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubState]:
     import json
 
     files = {
-        "config.json": json.dumps(LLAMA_CONFIG).encode(),
+        "config.json": json.dumps(TINY_LLAMA_CONFIG).encode(),
         "tokenizer.json": b'{"model": {"vocab": {}}}',
         "tokenizer_config.json": b'{"chat_template": "{{ messages }}"}',
         "model-00001-of-00002.safetensors": os.urandom(300_000),

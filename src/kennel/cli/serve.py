@@ -225,6 +225,8 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
     make = engine_factory(
         llama_server_bin=settings.llama_server_bin,
         ready_timeout=settings.engine_ready_timeout,
+        vllm_tool_parser=settings.vllm_tool_parser,
+        log_dir=home.root / "logs",  # each engine process's whole log: engine-NAME.log
         # llama.cpp's load messages: memory figures, not terminal noise
         load_log=LoadLog(home.root / "logs"),
     )
@@ -244,8 +246,8 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
     from dataclasses import replace
 
     from kennel.engines.base import Memory
-    from kennel.engines.cluster import cluster_commands, plan_layout
-    from kennel.engines.vllm import ray_gpu_nodes, vllm_args, vllm_python
+    from kennel.engines.cluster import RAY_PORT, cluster_commands, plan_layout, this_address
+    from kennel.engines.vllm import ray_gpu_nodes, ray_installed, start_ray_head, vllm_args, vllm_python
 
     gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
     weights = sum(f.stat().st_size for f in spec.plan.model.glob("*.safetensors"))
@@ -259,17 +261,30 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
     python = vllm_python()
     module = [str(python), "-m", "vllm.entrypoints.openai.api_server"]
     argv = module + vllm_args(spec.plan, name=spec.name, port=8000, api_key="$VLLM_API_KEY")
+    head = this_address()
     c = err_console()
     c.print(f"[bold]{spec.name}[/] across machines: {layout.describe()}")
-    for where, command in cluster_commands(layout, _drop_flag(argv, "--tensor-parallel-size")):
+    for where, command in cluster_commands(layout, _drop_flag(argv, "--tensor-parallel-size"), head=head):
         c.print(f"  [dim]# {where}[/]\n  {command}")
-    alive = ray_gpu_nodes(python) if layout.nodes > 1 else layout.nodes
+    if layout.nodes == 1:
+        alive: int | None = 1  # the model fits this machine: vLLM runs here, no cluster
+    else:
+        alive = ray_gpu_nodes(python)
+    if alive is None and ray_installed(python):
+        # Ray is here but no cluster: start its head, as the first command above says
+        start_ray_head(python, RAY_PORT)
+        c.print(f"Started the Ray head on {head}:{RAY_PORT} (`ray stop` ends it).")
+        alive = ray_gpu_nodes(python)
     if alive is None or alive < layout.nodes:
         raise InvalidOptionError(
             f"{spec.name} needs a Ray cluster of {layout.nodes} GPU machines"
-            + ("; none was found from here." if alive is None else f"; {alive} are up."),
-            hint="Start it with the ray commands above (Ray installed in vLLM's environment), then run "
-            "this again: kennel then starts and supervises vLLM itself.",
+            + (
+                "; none was found from here (Ray is not installed in vLLM's environment)."
+                if alive is None
+                else f"; {alive} {'is' if alive == 1 else 'are'} up."
+            ),
+            hint=f"On each other machine: ray start --address {head}:{RAY_PORT}; then run this again: "
+            "kennel then starts and supervises vLLM itself.",
         )
     plan = replace(
         spec.plan,

@@ -11,6 +11,7 @@ cache, with the memory each GPU is expected to hold.
 from __future__ import annotations
 
 import shlex
+import socket
 from dataclasses import dataclass
 
 from kennel.errors import InvalidOptionError
@@ -66,25 +67,38 @@ def plan_layout(
     )
 
 
+def this_address() -> str:
+    """This machine's address on its network, for the workers' `ray start --address`: the first
+    IPv4 address of an interface that is up, loopback aside (read locally; nothing is sent)."""
+    import psutil
+
+    stats = psutil.net_if_stats()
+    for name, addrs in psutil.net_if_addrs().items():
+        if name in stats and not stats[name].isup:
+            continue
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return str(a.address)
+    return "HEAD_IP"
+
+
 def cluster_commands(layout: Layout, vllm_argv: list[str], *, head: str = "HEAD_IP") -> list[tuple[str, str]]:
-    """(where, command) to start the Ray cluster and vLLM over it."""
-    serve = [
-        *vllm_argv,
-        "--tensor-parallel-size",
-        str(layout.gpus_per_node),
-        "--pipeline-parallel-size",
-        str(layout.nodes),
-        "--distributed-executor-backend",
-        "ray",
+    """(where, command) to start the Ray cluster and vLLM over it; on one machine, vLLM alone."""
+    serve = [*vllm_argv, "--tensor-parallel-size", str(layout.gpus_per_node)]
+    if layout.nodes == 1:
+        return [("on this machine (one is enough: no Ray needed)", _join(serve))]
+    serve += ["--pipeline-parallel-size", str(layout.nodes), "--distributed-executor-backend", "ray"]
+    return [
+        ("on the head node (this machine)", f"ray start --head --port {RAY_PORT}"),
+        (
+            f"on each of the other {layout.nodes - 1} machine{'s' if layout.nodes > 2 else ''} "
+            "(same GPUs, same vLLM, the model at the same path)",
+            f"ray start --address {head}:{RAY_PORT}",
+        ),
+        ("then on the head node", _join(serve)),
     ]
-    steps = [("on the head node (this machine)", f"ray start --head --port {RAY_PORT}")]
-    if layout.nodes > 1:
-        steps.append(
-            (
-                f"on each of the other {layout.nodes - 1} machine{'s' if layout.nodes > 2 else ''} "
-                "(same GPUs, same vLLM, the model at the same path)",
-                f"ray start --address {head}:{RAY_PORT}",
-            )
-        )
-    steps.append(("then on the head node", shlex.join(serve)))
-    return steps
+
+
+def _join(argv: list[str]) -> str:
+    # shell-quoted, except a $VARIABLE placeholder the shell should expand
+    return " ".join(a if a.startswith("$") else shlex.quote(a) for a in argv)

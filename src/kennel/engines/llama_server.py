@@ -94,8 +94,10 @@ class LlamaServerEngine(ProcessEngine):
     health_path = "/health"
     busy_metric = re.compile(r"^llamacpp:requests_processing\s+(\S+)", re.M)
 
-    def __init__(self, plan: LoadPlan, *, name: str, binary: Path | None = None) -> None:
-        super().__init__(plan, name=name)
+    def __init__(
+        self, plan: LoadPlan, *, name: str, binary: Path | None = None, log_dir: Path | None = None
+    ) -> None:
+        super().__init__(plan, name=name, log_dir=log_dir)
         self.binary = llama_server_binary(binary)
 
     async def busy(self) -> int:

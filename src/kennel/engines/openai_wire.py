@@ -138,6 +138,11 @@ def engine_error(err: Mapping[str, Any]) -> KennelError:
             else message,
             hint="Shorten the prompt or the history, or serve the model with a larger context (--ctx).",
         )
+    if "maximum context length" in message or "longer than the maximum model length" in message:
+        return ContextLengthError(  # vLLM's words for the same refusal
+            message,
+            hint="Shorten the prompt or the history, or serve the model with a larger context (--ctx).",
+        )
     if code == 503 or kind == "unavailable_error":
         return ModelLoadingError(message, hint="Retry shortly.", retry_after=5.0)
     if 400 <= code < 500 or kind in ("invalid_request_error", "not_supported_error"):

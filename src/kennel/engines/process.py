@@ -14,12 +14,14 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 
@@ -28,6 +30,7 @@ from kennel.errors import ModelLoadError
 LOG_KEEP = 40  # lines kept for the error that explains a failed start or a crash
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 _PR_SET_PDEATHSIG = 1
+_TROUBLE = re.compile(r"\b(error|warning|fatal|traceback|exception|out of memory)\b", re.I)
 
 
 def free_port() -> int:
@@ -54,14 +57,14 @@ class EngineProcess:
         env: dict[str, str] | None = None,
         health_url: str,
         ready_timeout: float,
-        on_line: Callable[[str], None] | None = None,
+        log_file: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env
         self.health_url = health_url
         self.ready_timeout = ready_timeout
-        self.on_line = on_line
+        self.log_file = log_file
         self.lines: deque[str] = deque(maxlen=LOG_KEEP)
         self.load_lines: list[str] = []  # everything said until ready: the memory llama.cpp reports
         self._loading = False
@@ -110,17 +113,27 @@ class EngineProcess:
             self._loading = False
 
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
+        """Every line to the engine's own log file; kennel's log gets its warnings and errors
+        (an engine at full verbosity says several lines per request)."""
         assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            if not text:
-                continue
-            self.lines.append(text)
-            if self._loading:
-                self.load_lines.append(text)
-            if self.on_line is not None:
-                self.on_line(text)
-            self.log.debug("%s", text)
+        out = None
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_file.open("a", encoding="utf-8", buffering=1)
+        try:
+            while line := await proc.stdout.readline():
+                text = line.decode("utf-8", "replace").rstrip()
+                if not text:
+                    continue
+                self.lines.append(text)
+                if self._loading:
+                    self.load_lines.append(text)
+                if out is not None:
+                    out.write(text + "\n")
+                self.log.log(logging.WARNING if _TROUBLE.search(text) else logging.DEBUG, "%s", text)
+        finally:
+            if out is not None:
+                out.close()
 
     async def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,13 +59,16 @@ class ProcessEngine:
     busy_metric: re.Pattern[str] = re.compile(r"^$")
     ready_timeout = 120.0
 
-    def __init__(self, plan: LoadPlan, *, name: str) -> None:
+    def __init__(self, plan: LoadPlan, *, name: str, log_dir: Path | None = None) -> None:
         self.plan = plan
         self.name = name
+        # the engine's whole log, apart from kennel's: KENNEL_HOME/logs/engine-NAME.log
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        self.log_file = log_dir / f"engine-{safe}.log" if log_dir is not None else None
         self.context = plan.context
         self.parallel = plan.parallel
         self.capabilities = capabilities_for(plan.task)
-        self._key = secrets.token_urlsafe(32)
+        self._key = secrets.token_hex(32)  # hex: a key starting with "-" would read as a flag
         self._port = 0
         self._process: EngineProcess | None = None
         self._client: httpx.AsyncClient | None = None
@@ -74,6 +78,7 @@ class ProcessEngine:
         self._hook: FailureHook | None = None
         self._streams: dict[str, httpx.Response] = {}
         self._aborted: set[str] = set()
+        self._running: set[str] = set()  # request ids between generate() and their end
         self._memory: Memory | None = None
         self.restarts = 0
 
@@ -116,6 +121,7 @@ class ProcessEngine:
             env=env,
             health_url=f"http://127.0.0.1:{self._port}{self.health_path}",
             ready_timeout=self.ready_timeout,
+            log_file=self.log_file,
         )
         self._process = process
         await process.start()
@@ -205,15 +211,18 @@ class ProcessEngine:
 
     async def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
         client = self._use("chat or completions", self.capabilities.chat)
-        if request_id in self._streams:
+        if request_id in self._running:
             raise InvalidRequestError(f"Request id {request_id!r} is already running.")
         body = self.adjust_body(request_body(request), request)
         path = "/v1/chat/completions" if request.is_chat else "/v1/completions"
         reader = ChunkReader(top_logprobs=request.sampling.top_logprobs)
         self._aborted.discard(request_id)
+        self._running.add(request_id)
         try:
             async with client.stream("POST", path, json=body) as response:
                 self._streams[request_id] = response
+                if request_id in self._aborted:
+                    return  # aborted while the engine had not answered yet
                 if response.status_code != 200:
                     raise _error_of(await response.aread(), response.status_code)
                 async for line in response.aiter_lines():
@@ -237,12 +246,15 @@ class ProcessEngine:
             ) from exc
         finally:
             self._streams.pop(request_id, None)
+            self._running.discard(request_id)
             self._aborted.discard(request_id)
 
     async def abort(self, request_id: str) -> None:
+        if request_id not in self._running:
+            return
+        self._aborted.add(request_id)  # seen when the engine answers, if it has not yet
         response = self._streams.get(request_id)
         if response is not None:
-            self._aborted.add(request_id)
             with contextlib.suppress(Exception):
                 await response.aclose()
 

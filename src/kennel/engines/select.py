@@ -45,6 +45,8 @@ def engine_factory(
     vllm_python: Path | None = None,
     ready_timeout: float = 300.0,
     load_log: LoadLog | None = None,
+    vllm_tool_parser: str | None = None,
+    log_dir: Path | None = None,
 ) -> Callable[[str, LoadPlan, str], Engine]:
     """A function (kind, plan, name) -> Engine, with the server's engine settings bound."""
 
@@ -52,13 +54,15 @@ def engine_factory(
         if kind == "llama-server":
             from kennel.engines.llama_server import LlamaServerEngine
 
-            engine = LlamaServerEngine(plan, name=name, binary=llama_server_bin)
+            engine = LlamaServerEngine(plan, name=name, binary=llama_server_bin, log_dir=log_dir)
             engine.ready_timeout = ready_timeout
             return engine
         if kind == "vllm":
             from kennel.engines.vllm import VllmEngine
 
-            vllm = VllmEngine(plan, name=name, python=vllm_python)
+            vllm = VllmEngine(
+                plan, name=name, python=vllm_python, tool_parser=vllm_tool_parser, log_dir=log_dir
+            )
             vllm.ready_timeout = ready_timeout
             return vllm
         from kennel.engines.llamacpp import LlamaCppEngine

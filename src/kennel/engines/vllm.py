@@ -67,7 +67,8 @@ def vllm_args(plan: LoadPlan, *, name: str, port: int, api_key: str) -> list[str
             "--lora-modules",
             *(f"adapter{i}={a.path}" for i, a in enumerate(plan.adapters)),
         ]
-    args.append("--enable-prefix-caching")
+    # a prompt that starts like an earlier one reuses its KV cache, and usage says how much
+    args += ["--enable-prefix-caching", "--enable-prompt-tokens-details"]
     return args
 
 
@@ -86,18 +87,54 @@ def ray_gpu_nodes(python: Path, timeout: float = 30.0) -> int | None:
     return int(lines[-1]) if out.returncode == 0 and lines and lines[-1].isdigit() else None
 
 
+def ray_installed(python: Path) -> bool:
+    try:
+        return (
+            subprocess.run([str(python), "-c", "import ray"], capture_output=True, timeout=60).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_ray_head(python: Path, port: int) -> None:
+    """``ray start --head`` from vLLM's environment; it keeps running for the workers to join."""
+    ray = python.parent / "ray"
+    out = subprocess.run(
+        [str(ray), "start", "--head", "--port", str(port), "--disable-usage-stats"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        said = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        raise ModelLoadError(
+            f"`ray start --head` failed: {' | '.join(said)}", hint="Run it yourself to see why."
+        )
+
+
 class VllmEngine(ProcessEngine):
     kind = "vllm"
     health_path = "/health"
     busy_metric = re.compile(r"^vllm:num_requests_running(?:\{[^}]*\})?\s+(\S+)", re.M)
 
-    def __init__(self, plan: LoadPlan, *, name: str, python: Path | None = None) -> None:
-        super().__init__(plan, name=name)
+    def __init__(
+        self,
+        plan: LoadPlan,
+        *,
+        name: str,
+        python: Path | None = None,
+        tool_parser: str | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        super().__init__(plan, name=name, log_dir=log_dir)
         self.python = vllm_python(python)
+        self.tool_parser = tool_parser
 
     def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
         argv = [str(self.python), "-m", "vllm.entrypoints.openai.api_server"]
         argv += vllm_args(self.plan, name=self.name, port=port, api_key=api_key)
+        if self.tool_parser:  # how this model writes tool calls: vLLM refuses tools without it
+            argv += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_parser]
         env = dict(os.environ)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")  # no telemetry: nothing leaves the building
         env.setdefault("DO_NOT_TRACK", "1")
@@ -114,5 +151,9 @@ class VllmEngine(ProcessEngine):
         body["repetition_penalty"] = body.pop("repeat_penalty", 1.0)
         if "logit_bias" in body:
             body["logit_bias"] = {str(tok): bias for tok, bias in body["logit_bias"]}
+        if request.tools and request.tool_choice not in ("auto", "none", "required"):
+            # one named function: vLLM holds the arguments to its schema without a tool parser
+            # (the wire body says "required" with that one tool, llama.cpp's way)
+            body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
         body["model"] = self.name
         return body

@@ -129,6 +129,11 @@ class ServeSettings(BaseSettings):
         default=None,
         description="The llama-server binary (default: $KENNEL_LLAMA_SERVER, then kennel's own).",
     )
+    vllm_tool_parser: str | None = Field(
+        default=None,
+        description="vLLM's --tool-call-parser for tool calls (hermes, llama3_json, mistral...); "
+        "without it vLLM refuses tools.",
+    )
     nodes: int = Field(
         default=1,
         ge=1,
