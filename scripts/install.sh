@@ -99,5 +99,5 @@ fi
 echo "kennel installed in .venv (llama.cpp backend: $GPU). Try: .venv/bin/kennel hw"
 
 if [ "$VLLM" = 1 ]; then
-  bash scripts/install-vllm.sh --gpu "$GPU"
+  bash scripts/install-vllm.sh  # detects an NVIDIA GPU itself; otherwise the CPU build
 fi

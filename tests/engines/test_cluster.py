@@ -45,7 +45,7 @@ def test_commands_start_ray_then_vllm_with_both_parallel_sizes(tmp_path: Path) -
         "python",
         "-m",
         "vllm.entrypoints.openai.api_server",
-        *vllm_args(LoadPlan(model=tmp_path, context=4096, parallel=8), name="big", port=8000, api_key="k"),
+        *vllm_args(LoadPlan(model=tmp_path, context=4096, parallel=8), name="big", port=8000),
     ]
     steps = cluster_commands(layout, argv, head="10.0.0.5")
     single = cluster_commands(
@@ -66,7 +66,6 @@ def test_commands_start_ray_then_vllm_with_both_parallel_sizes(tmp_path: Path) -
         LoadPlan(model=tmp_path, gpu_layers=81, gpu_split=(1.0, 1.0), pipeline_parallel=2),
         name="big",
         port=1,
-        api_key="k",
     )
     assert " ".join(planned).count("--pipeline-parallel-size 2") == 1
 

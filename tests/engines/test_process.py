@@ -127,11 +127,18 @@ def test_kill_9_of_kennel_leaves_no_engine_behind() -> None:
 
 def test_llama_server_flags_follow_the_plan(tmp_path: Path) -> None:
     plan = LoadPlan(model=tmp_path / "m.gguf", context=1024, parallel=4, threads=3, kv_cache_type="q8_0")
-    args = llama_server_args(plan, port=9, api_key="k")
+    args = llama_server_args(plan, port=9)
     pairs = dict(zip(args, [*args[1:], ""], strict=True))
     assert pairs["-c"] == "4096" and pairs["-np"] == "4" and pairs["--kv-unified-per-slot"] == "1024"
     assert pairs["-t"] == "3" and pairs["-ctk"] == "q8_0" and pairs["--host"] == "127.0.0.1"
-    assert "--no-context-shift" in args and "--metrics" in args
+    assert "--no-context-shift" in args and "--metrics" in args and "--api-key" not in args
+    # the key travels in the environment: a command line is readable by every local user
+    engine = LlamaServerEngine(plan, name="m")
+    argv, env = engine.command(9, "secret-key")
+    assert "secret-key" not in argv and env is not None and env["LLAMA_API_KEY"] == "secret-key"
+    # llama.cpp's debug lines (which may quote requests) and their continuations are dropped
+    assert engine.drop_line("0.00.100.000 D slot params: {prompt: 'x'}") and engine.drop_line("more")
+    assert not engine.drop_line("0.00.100.001 I load_tensors: CPU model buffer size = 1.00 MiB")
 
 
 @pytest.mark.llama

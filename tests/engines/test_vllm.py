@@ -70,10 +70,12 @@ def test_flags_follow_the_plan(tmp_path: Path) -> None:
     plan = LoadPlan(
         model=tmp_path, context=2048, parallel=6, kv_cache_bytes=1 << 30, gpu_layers=33, gpu_split=(1, 1)
     )
-    args = vllm_args(plan, name="m", port=9, api_key="k")
+    args = vllm_args(plan, name="m", port=9)
     pairs = dict(zip(args, [*args[1:], ""], strict=True))
     assert pairs["--max-model-len"] == "2048" and pairs["--max-num-seqs"] == "6"
-    assert pairs["--tensor-parallel-size"] == "2" and pairs["--kv-cache-memory-bytes"] == str(1 << 30)
+    assert pairs["--tensor-parallel-size"] == "2" and pairs["--kv-cache-memory-bytes"] == str(
+        1 << 29
+    )  # per GPU
     assert pairs["--host"] == "127.0.0.1" and "--enforce-eager" not in args
 
 
@@ -173,11 +175,11 @@ def test_kennel_serve_runs_a_folder_on_vllm(hf_model: Path, tmp_path: Path) -> N
         assert 'vllm:num_requests_running{model="tiny"' in metrics and "kennel_requests_total" in metrics
 
 
-def test_across_machines_starts_the_ray_head_and_waits_for_gpu_workers(
-    vllm_env: Path, tmp_path: Path
+def test_across_machines_shows_the_layout_and_waits_for_a_ray_cluster(
+    vllm_env: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """`kennel serve --nodes 2` on the head node: the layout, the commands, a Ray head started
-    (Ray is in vLLM's environment), and a clear stop while no GPU machine has joined."""
+    """`kennel serve --nodes 2` on the head node: the layout, the commands, and a clear stop
+    while there is no Ray cluster (kennel never starts an unauthenticated Ray head itself)."""
     from kennel.cli.serve import _across_nodes
     from kennel.engines.cluster import RAY_PORT
     from tests.hfconfig import TINY_LLAMA_CONFIG
@@ -189,17 +191,21 @@ def test_across_machines_starts_the_ray_head_and_waits_for_gpu_workers(
         f.truncate(50 * 10**9)  # sparse: a 50 GB model that needs two machines of two 24 GiB GPUs
     hw = what_if(gpu="RTX 4090", gpu_count=2, ram=64 * 2**30)
     spec = model_spec(str(folder), home=KennelHome(tmp_path / "home"), hw=hw, name="big", ctx=512)
+    with pytest.raises(
+        InvalidOptionError, match="needs a Ray cluster of 2 GPU machines; no Ray cluster"
+    ) as err:
+        _across_nodes(spec, hw, 2)
+    assert f":{RAY_PORT}" in (err.value.hint or "") and "private network" in (err.value.hint or "")
+    shown = capfd.readouterr().err
+    assert (
+        "2 machines x 2 GPUs" in shown
+        and "ray start --head" in shown
+        and "--pipeline-parallel-size 2" in shown
+    )
     ray = vllm_env.parent / "ray"
-    try:
-        with pytest.raises(
-            InvalidOptionError, match="needs a Ray cluster of 2 GPU machines; 0 are up"
-        ) as err:
-            _across_nodes(spec, hw, 2)
-        assert "ray start --address" in (err.value.hint or "") and f":{RAY_PORT}" in (err.value.hint or "")
-        status = subprocess.run([str(ray), "status"], capture_output=True, text=True, timeout=60)
-        assert status.returncode == 0  # the head kennel started is up, for the workers to join
-    finally:
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
+    assert (
+        subprocess.run([str(ray), "status"], capture_output=True, timeout=120).returncode != 0
+    )  # none started
 
 
 def test_logprobs_with_alternatives(loaded: Loaded) -> None:

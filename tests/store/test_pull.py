@@ -327,7 +327,10 @@ def folder_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubState]:
         "tokenizer_config.json": b'{"chat_template": "{{ messages }}"}',
         "model-00001-of-00002.safetensors": os.urandom(300_000),
         "model-00002-of-00002.safetensors": os.urandom(200_000),
-        "model.safetensors.index.json": b'{"weight_map": {}}',
+        "model.safetensors.index.json": json.dumps(
+            {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+        ).encode(),
+        "consolidated.safetensors": os.urandom(1000),  # the same weights in one file: left out
         "README.md": b"# card\n",  # not for vLLM: left out
         "pytorch_model.bin": os.urandom(1000),  # a duplicate of the weights: left out
         "original/consolidated.00.pth": os.urandom(1000),  # another checkpoint: left out
@@ -373,6 +376,8 @@ def test_a_transformers_repo_is_pulled_as_the_files_vllm_loads(
     spec = model_spec("tiny-llama-awq", home=KennelHome(kennel_home), hw=what_if(ram=16 * 2**30), ctx=512)
     assert spec.engine == "vllm" and spec.plan.model.is_dir() and set(spec.digests) == set(v.profile.base)
     assert (spec.plan.model / "config.json").read_bytes() == repo.files["config.json"]
+    again = model_spec("tiny-llama-awq", home=KennelHome(kennel_home), hw=what_if(ram=16 * 2**30), ctx=512)
+    assert again.plan.model == spec.plan.model  # the links made the first time are used again
     assert spec.plan.kv_cache_bytes > 0 and spec.memory.ram > 500_000
 
     # versions and bundles work for it as for a GGUF
@@ -387,3 +392,19 @@ def test_a_transformers_repo_is_pulled_as_the_files_vllm_loads(
             w.profile == v.profile
             and other.blobs.path(w.profile.base[1]).read_bytes() == repo.files[paths[1]]
         )
+
+
+@pytest.mark.parametrize("bad", ["/home/u/.bashrc", "../../x", "a/../b", "a\\\\b", "", "./config.json"])
+def test_a_folder_profile_names_only_plain_paths_inside_the_folder(bad: str) -> None:
+    """A bundle's profile is data from elsewhere: a file name must not point out of the folder
+    kennel links the blobs into."""
+    from pydantic import ValidationError
+
+    from kennel.store.profile import Profile
+
+    with pytest.raises(ValidationError, match="plain path"):
+        Profile(base=("a" * 64,), base_file="m", format="transformers", files=(bad,))
+    ok = Profile(
+        base=("a" * 64, "b" * 64), base_file="m", format="transformers", files=("c.json", "1_Pooling/c.json")
+    )
+    assert ok.files[1] == "1_Pooling/c.json"

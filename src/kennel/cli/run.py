@@ -102,6 +102,12 @@ def run(
         spec = model_spec(
             model, home=home, hw=probe(home, measure=False), ctx=ctx, parallel=1, threads=threads
         )
+    if spec.engine != "llamacpp":
+        raise InvalidOptionError(
+            f"{spec.name} is a transformers (safetensors) model; `kennel run` runs GGUF models with "
+            "llama.cpp in this process.",
+            hint=f"Serve it with vLLM (`kennel serve --model {model}`) and use any OpenAI client.",
+        )
     if spec.plan.task != "generate":
         raise InvalidOptionError(
             f"{spec.name} is an embedding model; it does not generate text.",

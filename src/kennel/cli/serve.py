@@ -128,8 +128,9 @@ def serve(
         where = f"{p.gpu_layers} layers on GPU" if p.gpu_layers else f"CPU, {p.threads} threads"
         where += "" if s.engine == "llamacpp" else f", {s.engine}"
         task = {"embed": " [dim](embeddings)[/]", "rerank": " [dim](rerank)[/]"}.get(p.task, "")
+        shown = s.profile.base_file if s.profile else p.model.name  # a store folder is named by digest
         c.print(
-            f"  {s.name}: {p.model.name}, {p.parallel} requests at once x ctx {p.context}, {where}, "
+            f"  {s.name}: {shown}, {p.parallel} requests at once x ctx {p.context}, {where}, "
             f"needs {s.memory.describe()}{task}"
         )
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
@@ -138,6 +139,8 @@ def serve(
     from kennel.server.connections import uvicorn_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request kennel makes to its engine processes (health polls, proxying)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
@@ -247,10 +250,11 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
 
     from kennel.engines.base import Memory
     from kennel.engines.cluster import RAY_PORT, cluster_commands, plan_layout, this_address
-    from kennel.engines.vllm import ray_gpu_nodes, ray_installed, start_ray_head, vllm_args, vllm_python
+    from kennel.engines.vllm import ray_gpu_nodes, vllm_args, vllm_python
+    from kennel.server.models import weight_files
 
     gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
-    weights = sum(f.stat().st_size for f in spec.plan.model.glob("*.safetensors"))
+    weights = sum(f.stat().st_size for f in weight_files(spec.plan.model))
     layout = plan_layout(
         weights=weights,
         kv_cache=spec.plan.kv_cache_bytes,
@@ -260,7 +264,7 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
     )
     python = vllm_python()
     module = [str(python), "-m", "vllm.entrypoints.openai.api_server"]
-    argv = module + vllm_args(spec.plan, name=spec.name, port=8000, api_key="$VLLM_API_KEY")
+    argv = module + vllm_args(spec.plan, name=spec.name, port=8000)  # its key: VLLM_API_KEY
     head = this_address()
     c = err_console()
     c.print(f"[bold]{spec.name}[/] across machines: {layout.describe()}")
@@ -270,20 +274,17 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
         alive: int | None = 1  # the model fits this machine: vLLM runs here, no cluster
     else:
         alive = ray_gpu_nodes(python)
-    if alive is None and ray_installed(python):
-        # Ray is here but no cluster: start its head, as the first command above says
-        start_ray_head(python, RAY_PORT)
-        c.print(f"Started the Ray head on {head}:{RAY_PORT} (`ray stop` ends it).")
-        alive = ray_gpu_nodes(python)
     if alive is None or alive < layout.nodes:
+        # kennel does not start Ray itself: a Ray head runs whatever anyone who reaches it sends
+        found = (
+            "no Ray cluster was found from here"
+            if alive is None
+            else f"{alive} {'is' if alive == 1 else 'are'} up"
+        )
         raise InvalidOptionError(
-            f"{spec.name} needs a Ray cluster of {layout.nodes} GPU machines"
-            + (
-                "; none was found from here (Ray is not installed in vLLM's environment)."
-                if alive is None
-                else f"; {alive} {'is' if alive == 1 else 'are'} up."
-            ),
-            hint=f"On each other machine: ray start --address {head}:{RAY_PORT}; then run this again: "
+            f"{spec.name} needs a Ray cluster of {layout.nodes} GPU machines; {found}.",
+            hint=f"Start it with the ray commands above, on a private network only (Ray has no "
+            f"authentication by default; workers join {head}:{RAY_PORT}), then run this again: "
             "kennel then starts and supervises vLLM itself.",
         )
     plan = replace(

@@ -19,6 +19,7 @@ from kennel.errors import ModelLoadError
 BINARY_ENV = "KENNEL_LLAMA_SERVER"
 # llama.cpp's log verbosity at which it prints its buffer sizes (the memory it holds)
 _VERBOSITY_BUFFERS = 4
+_LEVEL = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([DIWE]) ")
 
 
 def llama_server_binary(configured: Path | None = None) -> Path:
@@ -45,9 +46,10 @@ def llama_server_binary(configured: Path | None = None) -> Path:
     return found
 
 
-def llama_server_args(plan: LoadPlan, *, port: int, api_key: str) -> list[str]:
-    """llama-server's flags for ``plan`` (without the binary)."""
-    args = ["-m", str(plan.model), "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
+def llama_server_args(plan: LoadPlan, *, port: int) -> list[str]:
+    """llama-server's flags for ``plan`` (without the binary). The API key goes in the
+    environment (LLAMA_API_KEY): a command line is readable by every user of the machine."""
+    args = ["-m", str(plan.model), "--host", "127.0.0.1", "--port", str(port)]
     args += ["-np", str(plan.parallel), "-c", str(plan.context * plan.parallel)]
     if plan.kv_unified:
         args.append("-kvu")
@@ -83,7 +85,9 @@ def llama_server_args(plan: LoadPlan, *, port: int, api_key: str) -> list[str]:
             args.append("--reranking")
     args += ["--cache-ram", str(plan.prompt_cache_bytes >> 20)]
     # a full context ends the answer (finish_reason "length"), never drops the prompt
+    # --log-prefix: each line says its level, so debug lines (which may quote requests) are dropped
     args += ["--no-context-shift", "--metrics", "--jinja", "-lv", str(_VERBOSITY_BUFFERS)]
+    args += ["--log-prefix", "--log-colors", "off"]
     if not plan.warmup:
         args.append("--no-warmup")
     return args
@@ -99,6 +103,7 @@ class LlamaServerEngine(ProcessEngine):
     ) -> None:
         super().__init__(plan, name=name, log_dir=log_dir)
         self.binary = llama_server_binary(binary)
+        self._debug = False  # the level of the last prefixed log line
 
     async def busy(self) -> int:
         # /slots is read when asked; llamacpp:requests_processing lags behind a step
@@ -107,7 +112,15 @@ class LlamaServerEngine(ProcessEngine):
         return sum(1 for slot in slots if isinstance(slot, dict) and slot.get("is_processing"))
 
     def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
-        return [str(self.binary), *llama_server_args(self.plan, port=port, api_key=api_key)], None
+        env = {**os.environ, "LLAMA_API_KEY": api_key}
+        return [str(self.binary), *llama_server_args(self.plan, port=port)], env
+
+    def drop_line(self, line: str) -> bool:
+        # "0.00.012.345 D ..." is llama.cpp's debug level; its continuation lines carry no prefix
+        m = _LEVEL.match(line)
+        if m:
+            self._debug = m.group(1) == "D"
+        return self._debug
 
     def measure_memory(self, process: EngineProcess) -> Memory | None:
         # the same llama.cpp prints the same buffer lines as in process; the prompt cache is

@@ -1,10 +1,12 @@
 """One engine process (llama-server, vLLM) under kennel's supervision.
 
-kennel starts it on a loopback port it chose, passes its log lines on to kennel's log (``kennel.engine.NAME``)
-and keeps the last ones for error messages, waits for its health endpoint, and stops it with
-SIGTERM then SIGKILL. The process runs in a process group of its own, so stopping it also stops
-what it started (vLLM's engine core, Ray workers); on Linux it is also asked to die with kennel
-(``PR_SET_PDEATHSIG``), so even ``kill -9`` of kennel leaves no engine running on.
+kennel starts it on a loopback port it chose, keeps its whole log in a file of its own (0600:
+an engine may quote requests when something fails) with its warnings in kennel's log and its
+last lines for error messages, waits for its health endpoint, and stops it with SIGTERM then
+SIGKILL. The process leads a session of its own, so stopping it also stops what it started
+(vLLM's engine core); on Linux it is asked to die with kennel (``PR_SET_PDEATHSIG``), so
+``kill -9`` of kennel takes the engine down too. What the engine itself started is then left
+until it notices its parent is gone; vLLM's engine core does not (the README says how to find it).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -29,6 +32,8 @@ from kennel.errors import ModelLoadError
 
 LOG_KEEP = 40  # lines kept for the error that explains a failed start or a crash
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+MAX_LINE = 4096  # characters of one log line kept (an engine may log a whole response body)
+LOG_ROTATE = 50 << 20  # bytes; the engine log moves to .1 past this, when the engine starts
 _PR_SET_PDEATHSIG = 1
 _TROUBLE = re.compile(r"\b(error|warning|fatal|traceback|exception|out of memory)\b", re.I)
 
@@ -40,12 +45,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _death_signal() -> Callable[[], None] | None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL), looked up here in the parent: between fork and exec the
+    child then only makes the call (no dlopen, which could wait on a lock another thread held)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def child() -> None:  # pragma: no cover - runs in the child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return child
 
 
 class EngineProcess:
@@ -58,6 +71,7 @@ class EngineProcess:
         health_url: str,
         ready_timeout: float,
         log_file: Path | None = None,
+        drop_line: Callable[[str], bool] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -65,9 +79,11 @@ class EngineProcess:
         self.health_url = health_url
         self.ready_timeout = ready_timeout
         self.log_file = log_file
+        self.drop_line = drop_line  # lines never kept anywhere (an engine's debug output)
         self.lines: deque[str] = deque(maxlen=LOG_KEEP)
         self.load_lines: list[str] = []  # everything said until ready: the memory llama.cpp reports
         self._loading = False
+        self._stopping = False
         self.proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self.log = logging.getLogger(f"kennel.engine.{name}")
@@ -89,6 +105,7 @@ class EngineProcess:
         self.lines.clear()
         self.load_lines = []
         self._loading = True
+        self._stopping = False
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -96,7 +113,8 @@ class EngineProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
-                preexec_fn=_die_with_parent,  # only setsid and prctl in the child: no locks taken
+                start_new_session=True,
+                preexec_fn=_death_signal(),
             )
         except OSError as exc:
             raise ModelLoadError(
@@ -114,37 +132,58 @@ class EngineProcess:
 
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
         """Every line to the engine's own log file; kennel's log gets its warnings and errors
-        (an engine at full verbosity says several lines per request)."""
+        (an engine says several lines per request). Read in chunks: a line may be longer than
+        any buffer (a response body), and the pipe must be drained whatever comes."""
         assert proc.stdout is not None
-        out = None
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            out = self.log_file.open("a", encoding="utf-8", buffering=1)
+        out = self._open_log()
+        pending = b""
         try:
-            while line := await proc.stdout.readline():
-                text = line.decode("utf-8", "replace").rstrip()
-                if not text:
-                    continue
-                self.lines.append(text)
-                if self._loading:
-                    self.load_lines.append(text)
-                if out is not None:
-                    out.write(text + "\n")
-                self.log.log(logging.WARNING if _TROUBLE.search(text) else logging.DEBUG, "%s", text)
+            while chunk := await proc.stdout.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > MAX_LINE * 4:  # no end in sight: keep its start, drop the rest
+                    lines.append(pending)
+                    pending = b""
+                for raw in lines:
+                    self._line(raw.decode("utf-8", "replace").rstrip()[:MAX_LINE], out)
+            if pending:
+                self._line(pending.decode("utf-8", "replace").rstrip()[:MAX_LINE], out)
         finally:
             if out is not None:
                 out.close()
 
+    def _open_log(self) -> IO[str] | None:
+        if self.log_file is None:
+            return None
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            if self.log_file.stat().st_size > LOG_ROTATE:
+                os.replace(self.log_file, self.log_file.with_name(self.log_file.name + ".1"))
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+    def _line(self, text: str, out: IO[str] | None) -> None:
+        if not text or (self.drop_line is not None and self.drop_line(text)):
+            return
+        self.lines.append(text)
+        if self._loading:
+            self.load_lines.append(text)
+        if out is not None:
+            out.write(text + "\n")
+        loud = _TROUBLE.search(text) and not self._stopping
+        self.log.log(logging.WARNING if loud else logging.DEBUG, "%s", text)
+
     async def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
             while True:
                 if self.proc is None or self.proc.returncode is not None:
                     await self._drain_log()
                     code = self.proc.returncode if self.proc else None
                     raise ModelLoadError(
                         f"The engine for {self.name} exited (code {code}) before it was ready: {self.tail()}",
-                        hint="The lines above are the engine's own; kennel's log has the rest.",
+                        hint=f"Those are the engine's last lines; the whole log is {self.log_file}"
+                        if self.log_file
+                        else "Those are the engine's last lines.",
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     r = await client.get(self.health_url)
@@ -154,9 +193,8 @@ class EngineProcess:
                     raise ModelLoadError(
                         f"The engine for {self.name} was not ready within {self.ready_timeout:.0f} s; "
                         f"it was stopped. Its last lines: {self.tail()}",
-                        hint=(
-                            "A large model may need a longer `ready_timeout`; otherwise see the lines above."
-                        ),
+                        hint="A large model may need longer: `engine_ready_timeout` in the serve config "
+                        "(or KENNEL_ENGINE_READY_TIMEOUT); otherwise see the lines above.",
                     )
                 await asyncio.sleep(0.25)
 
@@ -166,27 +204,31 @@ class EngineProcess:
                 await asyncio.wait_for(asyncio.shield(self._pump), timeout=2.0)
 
     async def wait(self) -> int:
-        """Until the process exits; its exit code."""
+        """Until the engine process exits; its exit code. Not ``Process.wait()``: that also waits
+        for everything holding its output pipe, and a vLLM engine core outlives its server."""
         assert self.proc is not None
-        code = await self.proc.wait()
-        await self._drain_log()
-        return code
+        while self.proc.returncode is None:
+            await asyncio.sleep(0.5)
+        return self.proc.returncode
 
     async def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL after ``STOP_GRACE`` seconds."""
+        """SIGTERM to the engine, which stops what it started in order (vLLM's engine core);
+        SIGKILL to the whole group after ``STOP_GRACE`` seconds, or for what is left over."""
         proc = self.proc
         if proc is None:
             return
+        self._stopping = True  # what it says while going is expected: not warnings in kennel's log
         if proc.returncode is None:
-            self._signal(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE)
+                await asyncio.wait_for(self.wait(), timeout=STOP_GRACE)
             except TimeoutError:
                 self.log.warning("%s did not stop within %.0f s; killing it", self.name, STOP_GRACE)
-                self._signal(proc.pid, signal.SIGKILL)
-                await proc.wait()
         # what it started may outlive it: the group goes too
         self._signal(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE)  # reaped, pipe closed
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):

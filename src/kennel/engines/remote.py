@@ -42,11 +42,13 @@ from kennel.engines.openai_wire import (
     request_body,
     wrong_task,
 )
-from kennel.engines.process import EngineProcess, free_port
-from kennel.errors import EngineError, InvalidRequestError, ModelLoadingError
+from kennel.engines.process import LOG_KEEP, EngineProcess, free_port
+from kennel.errors import EngineError, InvalidRequestError, ModelLoadError, ModelLoadingError
 
 log = logging.getLogger("kennel.engine")
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each try; the last one repeats
+PORT_TRIES = 3
+_PORT_TAKEN = re.compile(r"address already in use|couldn't bind|failed to bind|bind\(\) failed", re.I)
 
 
 class ProcessEngine:
@@ -112,19 +114,31 @@ class ProcessEngine:
         await self._start()
         self._watcher = asyncio.create_task(self._watch())
 
+    def drop_line(self, line: str) -> bool:
+        """Engine log lines kennel keeps nowhere (debug output that may quote requests)."""
+        return False
+
     async def _start(self) -> None:
-        self._port = free_port()
-        argv, env = self.command(self._port, self._key)
-        process = EngineProcess(
-            self.name,
-            argv,
-            env=env,
-            health_url=f"http://127.0.0.1:{self._port}{self.health_path}",
-            ready_timeout=self.ready_timeout,
-            log_file=self.log_file,
-        )
-        self._process = process
-        await process.start()
+        for attempt in range(PORT_TRIES):
+            # the port is free when picked, and may be taken before the engine binds it
+            self._port = free_port()
+            argv, env = self.command(self._port, self._key)
+            process = EngineProcess(
+                self.name,
+                argv,
+                env=env,
+                health_url=f"http://127.0.0.1:{self._port}{self.health_path}",
+                ready_timeout=self.ready_timeout,
+                log_file=self.log_file,
+                drop_line=self.drop_line,
+            )
+            self._process = process
+            try:
+                await process.start()
+                break
+            except ModelLoadError:
+                if attempt + 1 == PORT_TRIES or not _PORT_TAKEN.search(process.tail(LOG_KEEP)):
+                    raise
         self._memory = self.measure_memory(process)
         self._client = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{self._port}",
@@ -132,6 +146,7 @@ class ProcessEngine:
             # no read timeout: a long prompt is quiet until its first token; kennel's own
             # request_timeout ends a generation that runs too long
             timeout=httpx.Timeout(None, connect=5.0),
+            trust_env=False,  # never through an HTTP(S)_PROXY: prompts and the key stay on loopback
         )
         self._ready.set()
 
@@ -146,11 +161,13 @@ class ProcessEngine:
             if self._stopping:
                 return
             self._ready.clear()
-            detail = f"the {self.kind} process of {self.name} exited (code {code}): {process.tail(4)}"
-            log.error("%s; restarting it", detail)
+            # its last lines go to kennel's log, not to the alert: they may quote a request
+            log.error("%s: the %s process exited (code %s): %s", self.name, self.kind, code, process.tail(4))
             if self._hook is not None:
-                self._hook(detail)
+                where = f"; its log is {self.log_file}" if self.log_file else ""
+                self._hook(f"the {self.kind} process of {self.name} exited (code {code}){where}")
             await self._close_client()
+            await process.stop()  # what it started (vLLM's engine core) still holds memory
             while not self._stopping:
                 await asyncio.sleep(RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)])
                 attempt += 1
@@ -169,17 +186,19 @@ class ProcessEngine:
     async def unload(self) -> None:
         self._stopping = True
         self._ready.clear()
-        for response in list(self._streams.values()):
-            with contextlib.suppress(Exception):
-                await response.aclose()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        await self._close_client()
-        if self._process is not None:
-            await self._process.stop()
-            self._process = None
+        try:
+            for response in list(self._streams.values()):
+                with contextlib.suppress(Exception):
+                    await response.aclose()
+            if self._watcher is not None:
+                self._watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._watcher
+            await self._close_client()
+        finally:  # whatever went wrong above, the process goes
+            if self._process is not None:
+                await self._process.stop()
+                self._process = None
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None

@@ -25,29 +25,38 @@ MIN_KV_BYTES = 64 << 20
 
 def vllm_python(configured: Path | None = None) -> Path:
     """The Python that has vLLM: the configured one, $KENNEL_VLLM_PYTHON, else the environment
-    ``scripts/install.sh --with-vllm`` made beside kennel's own (.venv-vllm)."""
-    candidates = [configured, os.environ.get(PYTHON_ENV)]
-    candidates.append(Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python")
-    for candidate in candidates:
-        if candidate and Path(candidate).expanduser().is_file():
-            return Path(candidate).expanduser()
+    ``scripts/install-vllm.sh`` made beside kennel's own (.venv-vllm)."""
+    for given, what in (
+        (configured, "the configured vLLM Python"),
+        (os.environ.get(PYTHON_ENV), f"${PYTHON_ENV}"),
+    ):
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise ModelLoadError(
+                    f"{what} {path} does not exist.", hint="Point it at a Python that has vLLM."
+                )
+            return path
+    default = Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python"
+    if default.is_file():
+        return default
     raise ModelLoadError(
-        "vLLM is not installed.",
-        hint=(
-            "Install it in its own environment with `bash scripts/install.sh --with-vllm`, or point "
-            f"${PYTHON_ENV} at a Python that has vLLM."
-        ),
+        f"vLLM is not installed ({default} does not exist).",
+        hint=f"Install it with `bash scripts/install-vllm.sh` (its own environment), or set ${PYTHON_ENV}.",
     )
 
 
-def vllm_args(plan: LoadPlan, *, name: str, port: int, api_key: str) -> list[str]:
-    """``vllm serve``'s flags for ``plan`` (after the module)."""
+def vllm_args(plan: LoadPlan, *, name: str, port: int) -> list[str]:
+    """``vllm serve``'s flags for ``plan`` (after the module). The API key goes in the
+    environment (VLLM_API_KEY): a command line is readable by every user of the machine."""
     args = ["--model", str(plan.model), "--served-model-name", name]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--api-key", api_key]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--no-enable-log-requests"]
     args += ["--max-model-len", str(plan.context), "--max-num-seqs", str(plan.parallel)]
     if plan.kv_cache_bytes:
-        # the cache kennel fit sized (and the pool budgeted), not a fraction of the GPU
-        args += ["--kv-cache-memory-bytes", str(max(plan.kv_cache_bytes, MIN_KV_BYTES))]
+        # the cache kennel fit sized (and the pool budgeted), not a fraction of the GPU; vLLM
+        # takes it per GPU, and the GPUs share it
+        per_gpu = plan.kv_cache_bytes // (max(len(plan.gpu_split), 1) * plan.pipeline_parallel)
+        args += ["--kv-cache-memory-bytes", str(max(per_gpu, MIN_KV_BYTES))]
     if plan.gpu_layers:
         args += ["--tensor-parallel-size", str(max(len(plan.gpu_split), 1))]
         if plan.pipeline_parallel > 1:  # across machines of a Ray cluster
@@ -87,31 +96,6 @@ def ray_gpu_nodes(python: Path, timeout: float = 30.0) -> int | None:
     return int(lines[-1]) if out.returncode == 0 and lines and lines[-1].isdigit() else None
 
 
-def ray_installed(python: Path) -> bool:
-    try:
-        return (
-            subprocess.run([str(python), "-c", "import ray"], capture_output=True, timeout=60).returncode == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def start_ray_head(python: Path, port: int) -> None:
-    """``ray start --head`` from vLLM's environment; it keeps running for the workers to join."""
-    ray = python.parent / "ray"
-    out = subprocess.run(
-        [str(ray), "start", "--head", "--port", str(port), "--disable-usage-stats"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode != 0:
-        said = (out.stderr or out.stdout).strip().splitlines()[-3:]
-        raise ModelLoadError(
-            f"`ray start --head` failed: {' | '.join(said)}", hint="Run it yourself to see why."
-        )
-
-
 class VllmEngine(ProcessEngine):
     kind = "vllm"
     health_path = "/health"
@@ -132,10 +116,10 @@ class VllmEngine(ProcessEngine):
 
     def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
         argv = [str(self.python), "-m", "vllm.entrypoints.openai.api_server"]
-        argv += vllm_args(self.plan, name=self.name, port=port, api_key=api_key)
+        argv += vllm_args(self.plan, name=self.name, port=port)
         if self.tool_parser:  # how this model writes tool calls: vLLM refuses tools without it
             argv += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_parser]
-        env = dict(os.environ)
+        env = {**os.environ, "VLLM_API_KEY": api_key}
         env.setdefault("VLLM_NO_USAGE_STATS", "1")  # no telemetry: nothing leaves the building
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder; never reach the hub

@@ -70,6 +70,11 @@ def model_spec(
             adapter = store.blobs.path(v.profile.adapter) if v.profile.adapter else None
         served = name or (str(r) if r.tag or r.version else r.name)
     kind = resolve_kind(engine, path)
+    if kind == "vllm" and adapter is not None:
+        raise InvalidOptionError(
+            f"{served} has a LoRA adapter in its profile; kennel serves adapters with llama.cpp only.",
+            hint="Serve a GGUF of the model with the adapter, or merge the adapter into its weights.",
+        )
     if kind == "vllm":
         spec = _folder_spec(
             path,
@@ -151,7 +156,9 @@ def model_spec(
     )
 
 
-ENGINE_RUNTIME = 1 << 30  # vLLM's own process: torch, the tokenizer, CUDA or oneDNN workspaces
+# vLLM's own processes (API server and engine core): torch, the tokenizer, CUDA or oneDNN
+# workspaces; 1.9 GiB resident here for a 2 MB model on the CPU
+ENGINE_RUNTIME = 2 << 30
 
 
 def _folder_spec(
@@ -169,35 +176,43 @@ def _folder_spec(
     from the files, the KV cache `kennel fit` sizes for context x parallel requests."""
     config = folder / "config.json"
     try:
-        shape = shape_from_config(json.loads(config.read_text()), name=served)
+        cfg = json.loads(config.read_text())
+        shape = shape_from_config(cfg, name=served)
     except (OSError, ValueError) as exc:
         raise InvalidOptionError(
             f"{folder} has no readable config.json ({exc}).",
             hint="Give vLLM a transformers model folder (config.json, tokenizer, *.safetensors).",
         ) from exc
-    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    weights = sum(f.stat().st_size for f in weight_files(folder))
     if not weights:
         raise InvalidOptionError(
             f"{folder} has no .safetensors files.",
             hint="vLLM loads safetensors weights; convert or re-download.",
         )
+    task = _folder_task(folder, cfg)
+    # vLLM's own default is 256 sequences; 8 is what kennel's llama.cpp engine defaults to and
+    # sizes the KV cache (which kennel reserves in full) for a small team
     parallel = parallel or 8
-    run = replace(default_run(shape, ctx=ctx), parallel=parallel)
+    run = replace(default_run(shape, ctx=ctx, embedding=task != "generate"), parallel=parallel)
     kv = sum(kv_cache_per_layer(shape, run))
     gpus = [g for g in hw.gpus if g.backend in ("cuda", "rocm")]
+    # vLLM splits attention heads over tensor-parallel GPUs: their count must divide the heads
+    heads = shape.n_head[0] if shape.n_head else 1
+    tp = max((n for n in range(1, len(gpus) + 1) if heads % n == 0), default=1)
     plan = LoadPlan(
         model=folder,
+        task=task,
         context=run.ctx,
         parallel=parallel,
         threads=threads or default_threads(hw),
         gpu_layers=shape.n_layer + 1 if gpus else 0,
-        gpu_split=tuple(1.0 for _ in gpus) if len(gpus) > 1 else (),
+        gpu_split=tuple(1.0 for _ in range(tp)) if tp > 1 else (),
         kv_cache_bytes=kv,
     )
     need = weights + kv + ENGINE_RUNTIME
     if gpus:
-        share = need // len(gpus)
-        memory = Memory(ram=ENGINE_RUNTIME, vram=tuple(share for _ in gpus))
+        share = need // tp
+        memory = Memory(ram=ENGINE_RUNTIME, vram=tuple(share if i < tp else 0 for i in range(len(gpus))))
     else:
         memory = Memory(ram=need)
     return ModelSpec(
@@ -209,6 +224,31 @@ def _folder_spec(
         n_vocab=shape.n_vocab,
         engine="vllm",
     )
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors vLLM loads: those the index names when there is one (a repo may also hold
+    a consolidated copy of the same weights), else every one."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            names = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            names = set()
+        if names:
+            return [folder / n for n in sorted(names) if (folder / n).exists()]
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _folder_task(folder: Path, cfg: dict[str, object]) -> Task:
+    """What a transformers model is for: a sentence-transformers folder (modules.json) or an
+    encoder is an embedding model, a sequence classifier a reranker, anything else generates."""
+    archs = [str(a) for a in cfg.get("architectures") or []]  # type: ignore[attr-defined]
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "rerank"
+    if (folder / "modules.json").exists() or any(a.endswith(("Model", "ForMaskedLM")) for a in archs):
+        return "embed"
+    return "generate"
 
 
 def _pooling(metadata: dict[str, object]) -> int | None:
@@ -245,6 +285,9 @@ def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:
         names = [store.blob(d).file_name.rsplit("/", 1)[-1] for d in profile.base]
     for digest, file_name in zip(profile.base, names, strict=True):
         link = folder / file_name
+        # Profile checks the names; this is the lock (normpath: the link itself points out, to its blob)
+        if not Path(os.path.normpath(link)).is_relative_to(folder):
+            raise InvalidOptionError(f"{file_name!r} points outside the model folder; not served.")
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             tmp = link.parent / f".{link.name}.{os.getpid()}"

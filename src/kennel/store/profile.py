@@ -83,6 +83,12 @@ class Profile(BaseModel):
             raise ValueError("a transformers profile names one file per base blob")
         if self.format == "gguf" and self.files:
             raise ValueError("files are for transformers folders only")
+        for name in self.files:  # paths inside the folder kennel links: nothing may point out of it
+            parts = name.split("/")
+            if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"{name!r} is not a plain path inside a model folder")
+        if len(set(self.files)) != len(self.files):
+            raise ValueError("a file is named twice")
         return self
 
     def to_yaml(self) -> str:

@@ -43,9 +43,10 @@ PullProgress = Callable[[str, int, int], None]  # file name, bytes done, bytes t
 # what vLLM reads from a transformers repo (top level only: no original/ checkpoints, no .bin
 # duplicates of the safetensors, no custom code, which kennel would never run)
 FOLDER_FILES = re.compile(
-    r"^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|"
+    r"(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|"
     r"added_tokens\.json|tokenizer\.model|vocab\.(json|txt)|merges\.txt|chat_template\.(json|jinja)|"
-    r"preprocessor_config\.json|[^/]+\.safetensors(\.index\.json)?)$"
+    r"preprocessor_config\.json|modules\.json|sentence_bert_config\.json|1_Pooling/config\.json|"
+    r"[^/]+\.safetensors(\.index\.json)?)"
 )
 
 
@@ -159,7 +160,12 @@ def _plan_folder(
     revision: str | None,
 ) -> PullTarget:
     """A transformers repo: the files vLLM loads, config.json first."""
-    chosen = sorted((n for n in siblings if FOLDER_FILES.match(n)), key=lambda n: (n != "config.json", n))
+    chosen = sorted((n for n in siblings if FOLDER_FILES.fullmatch(n)), key=lambda n: (n != "config.json", n))
+    index = "model.safetensors.index.json"
+    if index in siblings:  # the shards it names; not a consolidated copy of the same weights
+        shards = set(_read_index(repo, info.sha or revision or "main"))
+        if shards:
+            chosen = [n for n in chosen if not n.endswith(".safetensors") or n in shards]
     files = tuple(
         RemoteFile(n, int(s.lfs.size if s.lfs else s.size or 0), s.lfs.sha256 if s.lfs else None)
         for n in chosen
@@ -168,6 +174,20 @@ def _plan_folder(
     store_name = check_name(name) if name else default_name(repo.rsplit("/", 1)[-1])
     commit = info.sha or revision or "main"
     return PullTarget(store_name, repo, commit, files, None, catalog_name, format="transformers")
+
+
+def _read_index(repo: str, commit: str) -> list[str]:
+    """The shard names in a repo's model.safetensors.index.json (a small file, read directly)."""
+    url = hf_hub_url(repo, "model.safetensors.index.json", revision=commit, endpoint=hub_endpoint())
+    try:
+        r = httpx.get(url, headers=build_hf_headers(token=hub_token()), follow_redirects=True, timeout=30.0)
+        r.raise_for_status()
+        return sorted(set(r.json()["weight_map"].values()))
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError) as exc:
+        raise RemoteError(
+            f"hf.co/{repo} has a model.safetensors.index.json kennel cannot read ({exc}).",
+            hint="Check HF_ENDPOINT and the network, or pull again later.",
+        ) from exc
 
 
 def pull(
