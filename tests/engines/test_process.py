@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kennel.engines.base import Answer, LoadPlan, Message, Request, Sampling
@@ -25,8 +26,10 @@ pytestmark = pytest.mark.timeout(300)
 # a stand-in engine: says a line, then answers /health with 200 (or never, with "never")
 FAKE = textwrap.dedent(
     """
-    import http.server, sys
+    import http.server, subprocess, sys
     print("fake engine starting on", sys.argv[1], flush=True)
+    if len(sys.argv) > 3:  # a child of its own, as vLLM's server starts its engine core
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[3]])
     if sys.argv[2] == "never":
         print("fake engine: stuck loading weights", flush=True)
         import time; time.sleep(600)
@@ -42,12 +45,14 @@ FAKE = textwrap.dedent(
 class FakeEngine(ProcessEngine):
     kind = "fake"
 
-    def __init__(self, mode: str, log_dir: Path | None = None) -> None:
+    def __init__(self, mode: str, log_dir: Path | None = None, marker: str = "") -> None:
         super().__init__(LoadPlan(model=Path("/nonexistent")), name="fake:1", log_dir=log_dir)
         self.mode = mode
+        self.marker = marker  # on the command line of the engine's own child, to find it
 
     def command(self, port: int, api_key: str) -> tuple[list[str], dict[str, str] | None]:
-        return [sys.executable, "-c", FAKE, str(port), self.mode], None
+        extra = [self.marker] if self.marker else []
+        return [sys.executable, "-c", FAKE, str(port), self.mode, *extra], None
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
@@ -100,7 +105,7 @@ PARENT = textwrap.dedent(
     sys.path[:0] = [{root!r}]
     from tests.engines.test_process import FakeEngine
     async def main():
-        engine = FakeEngine("ok")
+        engine = FakeEngine("ok", marker={marker!r})
         await engine.load()
         print(engine.pid, flush=True)
         await asyncio.sleep(600)
@@ -109,18 +114,36 @@ PARENT = textwrap.dedent(
 )
 
 
+def _with_marker(marker: str) -> list[int]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in (p.info["cmdline"] or []):
+            found.append(p.pid)
+    return found
+
+
 def test_kill_9_of_kennel_leaves_no_engine_behind() -> None:
+    """Nor what the engine started: the engine's own child (as vLLM's engine core) goes too."""
     root = str(Path(__file__).resolve().parents[2])
+    marker = f"kennel-test-grandchild-{os.getpid()}-{time.monotonic_ns()}"
     with subprocess.Popen(
-        [sys.executable, "-c", PARENT.format(root=root)], stdout=subprocess.PIPE, text=True, cwd=root
+        [sys.executable, "-c", PARENT.format(root=root, marker=marker)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
     ) as parent:
         try:
             assert parent.stdout is not None
             child = int(parent.stdout.readline())
             os.kill(child, 0)  # running
+            deadline = time.monotonic() + 10
+            while not _with_marker(marker) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            grandchildren = _with_marker(marker)
+            assert grandchildren
             parent.send_signal(signal.SIGKILL)
             parent.wait(timeout=10)
-            assert _gone(child)
+            assert _gone(child) and all(_gone(g) for g in grandchildren)
         finally:
             parent.kill()
 

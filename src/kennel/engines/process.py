@@ -3,17 +3,15 @@
 kennel starts it on a loopback port it chose, keeps its whole log in a file of its own (0600:
 an engine may quote requests when something fails) with its warnings in kennel's log and its
 last lines for error messages, waits for its health endpoint, and stops it with SIGTERM then
-SIGKILL. The process leads a session of its own, so stopping it also stops what it started
-(vLLM's engine core); on Linux it is asked to die with kennel (``PR_SET_PDEATHSIG``), so
-``kill -9`` of kennel takes the engine down too. What the engine itself started is then left
-until it notices its parent is gone; vLLM's engine core does not (the README says how to find it).
+SIGKILL. It runs under ``kennel.engines.reaper`` in a session of its own: the reaper is told
+when kennel dies (even by ``kill -9``) and then stops the engine and everything the engine
+started (vLLM's engine core, which does not watch its parent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -34,7 +32,6 @@ LOG_KEEP = 40  # lines kept for the error that explains a failed start or a cras
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 MAX_LINE = 4096  # characters of one log line kept (an engine may log a whole response body)
 LOG_ROTATE = 50 << 20  # bytes; the engine log moves to .1 past this, when the engine starts
-_PR_SET_PDEATHSIG = 1
 _TROUBLE = re.compile(r"\b(error|warning|fatal|traceback|exception|out of memory)\b", re.I)
 
 
@@ -43,22 +40,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _death_signal() -> Callable[[], None] | None:
-    """prctl(PR_SET_PDEATHSIG, SIGKILL), looked up here in the parent: between fork and exec the
-    child then only makes the call (no dlopen, which could wait on a lock another thread held)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def child() -> None:  # pragma: no cover - runs in the child
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return child
 
 
 class EngineProcess:
@@ -108,13 +89,16 @@ class EngineProcess:
         self._stopping = False
         try:
             self.proc = await asyncio.create_subprocess_exec(
+                # through the reaper: it dies with kennel and takes the engine's own children along
+                sys.executable,
+                "-m",
+                "kennel.engines.reaper",
                 *self.argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_death_signal(),
             )
         except OSError as exc:
             raise ModelLoadError(

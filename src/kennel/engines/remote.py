@@ -99,8 +99,7 @@ class ProcessEngine:
         if self.plan.gpu_layers:
             return None
         try:
-            root = psutil.Process(process.pid)
-            procs = [root, *root.children(recursive=True)]
+            procs = psutil.Process(process.pid).children(recursive=True)  # below the reaper
             return Memory(ram=sum(p.memory_info().rss for p in procs))
         except (psutil.Error, TypeError):
             return None
