@@ -112,7 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(403, b'{"error": "gated"}', "application/json", {"X-Error-Code": "GatedRepo"})
         siblings = []
         for n, b in sorted(repo.files.items()):
-            sib: dict[str, Any] = {"rfilename": n, "size": len(b)}
+            git_oid = hashlib.sha1(b"blob %d\0" % len(b) + b, usedforsecurity=False).hexdigest()
+            sib: dict[str, Any] = {"rfilename": n, "size": len(b), "blobId": git_oid}
             if n.endswith((".gguf", ".safetensors")):
                 sib["lfs"] = {"size": len(b), "sha256": hashlib.sha256(b).hexdigest(), "pointerSize": 134}
             siblings.append(sib)

@@ -362,7 +362,11 @@ def test_a_transformers_repo_is_pulled_as_the_files_vllm_loads(
     with pytest.raises(ChecksumError):
         pull_mod.pull(store, target)
     folder_hub.corrupt.clear()
+    folder_hub.corrupt.add("tokenizer.json")  # outside LFS: checked against its git blob id
     folder_hub.drop_at["model-00002-of-00002.safetensors"] = [100_000]  # the connection dies there
+    with pytest.raises(ChecksumError, match="git id"):
+        pull_mod.pull(store, target)
+    folder_hub.corrupt.clear()
     v = pull_mod.pull(store, target)
     assert v.profile.format == "transformers" and list(v.profile.files) == paths
     assert any(r.startswith("bytes=100000") for r in folder_hub.ranges)  # resumed, not restarted

@@ -30,7 +30,7 @@ from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 from kennel.catalog.entries import CatalogEntry
 from kennel.catalog.entries import find as catalog_find
 from kennel.catalog.resolve import choose_gguf, hub_call, hub_endpoint, hub_token, parse_hub_ref, split_names
-from kennel.errors import ModelNotFoundError, ModelSourceError, RemoteError
+from kennel.errors import ChecksumError, ModelNotFoundError, ModelSourceError, RemoteError
 from kennel.store.add import check_gguf, default_name, version_tags
 from kennel.store.blobs import check_free_space, disk_full
 from kennel.store.names import DEFAULT_TAG, check_name, parse_ref
@@ -55,6 +55,7 @@ class RemoteFile:
     path: str  # in the repo
     size: int
     sha256: str | None  # from the hub's LFS metadata; None for non-LFS files
+    git_oid: str | None = None  # a non-LFS file's git blob id (sha1 of "blob SIZE\0" + bytes)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,12 @@ def _plan_folder(
         if shards:
             chosen = [n for n in chosen if not n.endswith(".safetensors") or n in shards]
     files = tuple(
-        RemoteFile(n, int(s.lfs.size if s.lfs else s.size or 0), s.lfs.sha256 if s.lfs else None)
+        RemoteFile(
+            n,
+            int(s.lfs.size if s.lfs else s.size or 0),
+            s.lfs.sha256 if s.lfs else None,
+            None if s.lfs else getattr(s, "blob_id", None),
+        )
         for n in chosen
         for s in [siblings[n]]
     )
@@ -285,6 +291,8 @@ def _fetch_one(
             headers=build_hf_headers(token=hub_token()),
             on_progress=(lambda done: progress(f.path, done, f.size)) if progress else None,
         )
+        if f.sha256 is None and f.git_oid:
+            _check_git_oid(part, f)  # a config or tokenizer file, outside LFS: git's own checksum
         first = f.path == target.files[0].path and target.format == "gguf"
         if first and f.sha256 is None:
             _check_or_discard(part)  # without a checksum, the GGUF check is all there is
@@ -304,6 +312,17 @@ def _kind(target: PullTarget) -> str:
 def _file_name(target: PullTarget, f: RemoteFile) -> str:
     # a GGUF is known by its file name; a folder's file by its path in the folder
     return f.path.rsplit("/", 1)[-1] if target.format == "gguf" else f.path
+
+
+def _check_git_oid(part: Path, f: RemoteFile) -> None:
+    data = part.read_bytes()  # files outside LFS are small (configs, tokenizers)
+    oid = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    if oid != f.git_oid:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"{f.path} downloaded with git id {oid[:12]}…, not the {str(f.git_oid)[:12]}… the hub lists.",
+            hint="The partial file was deleted; run the command again to download it afresh.",
+        )
 
 
 def _check_or_discard(path: Path) -> None:
