@@ -83,3 +83,27 @@ def test_bad_input() -> None:
     assert kennel("keys", "create", "ci").returncode == 0
     assert "already exists" in _bad("keys", "create", "ci")
     assert len(_json("ls")["keys"]) == 1
+
+
+def test_export(kennel_home: Path, tmp_path: Path) -> None:
+    """The hashes of the active keys, to stdout or atomically to an owner-only file, never a secret."""
+    secrets = {name: kennel("keys", "create", name).stdout.strip() for name in ("alice", "bob", "gone")}
+    assert kennel("keys", "revoke", "gone").returncode == 0
+    r = kennel("keys", "export")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["kennel_keys"] == 1 and [k["name"] for k in doc["keys"]] == ["alice", "bob"]
+    assert "Wrote 2 API keys" in r.stderr and "kennel serve --keys-file" in r.stderr and "Secret" in r.stderr
+    for secret in secrets.values():
+        assert secret not in r.stdout + r.stderr
+
+    path = tmp_path / "out" / "keys.json"
+    path.parent.mkdir()
+    summary = _json("export", "-o", str(path))
+    assert summary["schema"] == "kennel.keys.export/v1" and summary["keys"] == ["alice", "bob"]
+    assert json.loads(path.read_text())["keys"] == doc["keys"]
+    assert path.stat().st_mode & 0o777 == 0o600 and [p.name for p in path.parent.iterdir()] == ["keys.json"]
+    plain = kennel("keys", "export", "-o", str(path))
+    assert plain.returncode == 0 and plain.stdout == "" and f"--keys-file {path}" in plain.stderr
+
+    assert "Cannot write the keys file" in _bad("keys", "export", "-o", str(tmp_path / "no" / "keys.json"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -108,12 +109,19 @@ def run_once(job: Scheduled, base_url: str, home: KennelHome) -> RunResult:
     return run
 
 
-async def run_forever(job: Scheduled, base_url: str, home: KennelHome) -> None:
-    """Sleep until each cron time, then run (in a thread: the runner is blocking HTTP)."""
+async def run_forever(
+    job: Scheduled,
+    base_url: str,
+    home: KennelHome,
+    on_run: Callable[[Scheduled, RunResult | None], None] | None = None,
+) -> None:
+    """Sleep until each cron time, then run (in a thread: the runner is blocking HTTP).
+    ``on_run`` hears of every run, with None for one that could not run (the server's metrics)."""
     times = croniter(job.cron, datetime.now())
     while True:
         nxt = times.get_next(datetime)
         await asyncio.sleep(max(0.0, (nxt - datetime.now()).total_seconds()))
+        run: RunResult | None = None
         try:
             run = await asyncio.to_thread(run_once, job, base_url, home)
             log.info(
@@ -121,3 +129,5 @@ async def run_forever(job: Scheduled, base_url: str, home: KennelHome) -> None:
             )
         except Exception:  # a broken suite file must not stop the server or the next runs
             log.exception("scheduled checkup on %s failed to run", job.model)
+        if on_run is not None:
+            on_run(job, run)

@@ -140,12 +140,18 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry(
         "keys",
         "kennel.cli.keys:keys_app",
-        "API keys for `kennel serve`: create (the secret is shown once), ls, revoke.",
+        "API keys for `kennel serve`: create (the secret is shown once), ls, revoke, export (a keys file "
+        "that replicas share).",
     ),
     CommandEntry(
         "checkup",
         "kennel.cli.checkup:checkup_app",
         "Golden-prompt checkups: run a suite of prompts with assertions against a served model.",
+    ),
+    CommandEntry(
+        "deploy",
+        "kennel.cli.deploy:deploy_app",
+        "Deploy `kennel serve` to a cluster: Kubernetes manifests sized by `kennel fit`.",
     ),
 )
 

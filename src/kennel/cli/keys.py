@@ -1,18 +1,22 @@
-"""`kennel keys create`, `ls`, `revoke`: API keys for the OpenAI-compatible server.
+"""`kennel keys create`, `ls`, `revoke`, `export`: API keys for the OpenAI-compatible server.
 
 A secret is printed once, by `create`, alone on stdout (so ``KEY=$(kennel keys create ci)`` works);
-everything else goes to stderr there. No other command prints a secret or its hash.
+everything else goes to stderr there. No other command prints a secret; only `export` writes the
+hashes, for replicas started with `kennel serve --keys-file`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from kennel.cli.help_format import KennelCommand, KennelGroup
 from kennel.cli.output import console, err_console, print_json
+from kennel.server.keyfile import HashedKey, export_document, write_keys_file
 from kennel.server.keys import ApiKey, KeyStore, parse_expires, utcnow
 from kennel.settings import KennelHome
 
@@ -21,7 +25,8 @@ JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 keys_app = typer.Typer(
     cls=KennelGroup,
     name="keys",
-    help="API keys for `kennel serve`: create (the secret is shown once), ls, revoke.",
+    help="API keys for `kennel serve`: create (the secret is shown once), ls, revoke, export (a keys file "
+    "that replicas share).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -125,4 +130,45 @@ def revoke(
         return
     console().print(
         f"[green]✓[/] Revoked API key [bold]{key.name}[/] ({key.prefix}…). Requests with it now get 401."
+    )
+
+
+@keys_app.command("export", cls=KennelCommand)
+def export(
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="The keys file to write (default: print it on stdout)."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="With -o, print what was written as JSON for scripts (the file is JSON anyway)."
+    ),
+) -> None:
+    """Write the active keys, as hashes (never the secrets), to a keys file for `kennel serve --keys-file`.
+
+    Replicas (pods, compose services) started with the same file accept the same keys. After
+    `create` or `revoke`, export again over the same file: servers re-read it within a second,
+    or at once on SIGHUP.
+    """
+    now = utcnow()
+    with open_keys() as keys:
+        hashed = [HashedKey(key, sha256) for key, sha256 in keys.hashed(now=now)]
+    doc = export_document(hashed, now=now)
+    names = [h.key.name for h in hashed]
+    if output is None:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        write_keys_file(output, doc)
+        if json_out:
+            print_json("keys.export", {"path": str(output), "keys": names, "exported_at": doc["exported_at"]})
+    where = "stdout" if output is None else str(output)
+    target = "PATH" if output is None else str(output)
+    err = err_console()
+    err.print(
+        f"[green]✓[/] Wrote {len(names)} API key{'' if len(names) == 1 else 's'} (hashes only) to {where}."
+    )
+    if not names:
+        err.print("[yellow]No active keys:[/] servers given this file on a network address refuse to start.")
+    err.print(
+        f"Next: mount it where the servers run (e.g. as a Kubernetes Secret) and start them with "
+        f"`kennel serve --keys-file {target}`; export again after create or revoke."
     )

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from kennel.cli.output import console, err_console, print_json, status
 from kennel.errors import InvalidOptionError, RemoteError
+from kennel.server.keyfile import FileKeyStore
 from kennel.server.keys import KeyStore
 from kennel.server.settings import ModelEntry, ServeSettings, load_settings
 
@@ -67,6 +68,12 @@ def serve(
         None, "--max-body", min=1, help="Largest request body in MiB (default 4); larger ones get 413."
     ),
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback bind without API keys."),
+    keys_file: Path | None = typer.Option(
+        None,
+        "--keys-file",
+        help="Take API keys from this file (`kennel keys export -o PATH`) instead of keys.db, so replicas "
+        "share them; re-read when it changes and on SIGHUP.",
+    ),
     log_content: bool = typer.Option(
         False, "--log-content", help="Log prompt and completion text (off by default)."
     ),
@@ -109,6 +116,7 @@ def serve(
         prompt_cache_mib=prompt_cache_mib,
         max_body_mib=max_body_mib,
         insecure=insecure,
+        keys_file=keys_file,
         log_content=log_content,
         guard=guard,
         guard_classifier=guard_classifier,
@@ -133,6 +141,8 @@ def serve(
             f"  {s.name}: {shown}, {p.parallel} requests at once x ctx {p.context}, {where}, "
             f"needs {s.memory.describe()}{task}"
         )
+    if settings.keys_file is not None:
+        c.print(f"API keys from {settings.keys_file} (re-read when it changes, or on SIGHUP).")
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
     import uvicorn
 
@@ -151,6 +161,16 @@ def _check_security(settings: ServeSettings, home: KennelHome) -> None:
             hint="Give --model NAME (see `kennel ls`) or a --config file with a models: list.",
         )
     _check_checkups(settings)
+    if settings.keys_file is not None:
+        # read even on loopback: a bad keys file fails now, naming the file, not in the server's log
+        if FileKeyStore.load(settings.keys_file).list() or settings.is_loopback() or settings.insecure:
+            return
+        raise InvalidOptionError(
+            f"Refusing to serve on {settings.host} without API keys: the keys file {settings.keys_file} "
+            "holds none, and anyone on the network could use the server.",
+            hint="Create one with `kennel keys create NAME`, then "
+            f"`kennel keys export -o {settings.keys_file}`; or pass --insecure if a proxy handles auth.",
+        )
     if settings.is_loopback() or settings.insecure:
         return
     with KeyStore.open(home) as keys:

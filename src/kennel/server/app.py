@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,13 +21,16 @@ from kennel.server import routes
 from kennel.server.alerting import ServerAlerts
 from kennel.server.front import Front
 from kennel.server.http_errors import install_error_handlers
-from kennel.server.keys import KeyStore
-from kennel.server.metrics import Metrics
+from kennel.server.keyfile import FileKeyStore, install_sighup, open_key_source
+from kennel.server.metrics import CheckupOutcome, Metrics
 from kennel.server.pool import EngineFactory, ModelSpec, Pool
 from kennel.server.ratelimit import RateLimiter
 from kennel.server.settings import ServeSettings
 from kennel.server.state import AppState, build_guards
 from kennel.settings import KennelHome
+
+if TYPE_CHECKING:
+    from kennel.checkup.runner import RunResult
 
 
 def create_app(
@@ -40,7 +44,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kennel_home = home or KennelHome.from_env()
-        keys = KeyStore.open(kennel_home)
+        keys = open_key_source(settings.keys_file, kennel_home, poll=settings.keys_file_poll)
         # every configured model's blobs are leased while the server runs, loaded or not: a model
         # removed before its first request would fail that request
         lease = _lease_writer(kennel_home)
@@ -73,10 +77,19 @@ def create_app(
         for entry, spec in zip(settings.models, specs, strict=False):
             if entry.preload or spec.pinned:
                 await pool.ensure_loaded(pool.slot(spec.name))
-        tasks = [asyncio.create_task(_reap(pool)), *_scheduled_checkups(settings, specs, kennel_home)]
+        tasks = [
+            asyncio.create_task(_reap(pool)),
+            *_scheduled_checkups(settings, specs, kennel_home, app.state.kennel.metrics),
+        ]
+        stop_hup = None
+        if isinstance(keys, FileKeyStore):  # keys.db is read on every request; a file only here
+            tasks.append(asyncio.create_task(keys.watch()))
+            stop_hup = install_sighup(keys.reload_soon)
         try:
             yield
         finally:
+            if stop_hup is not None:
+                stop_hup()
             for task in tasks:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -101,9 +114,13 @@ def create_app(
 
 
 def _scheduled_checkups(
-    settings: ServeSettings, specs: list[ModelSpec], home: KennelHome
+    settings: ServeSettings, specs: list[ModelSpec], home: KennelHome, metrics: Metrics
 ) -> list[asyncio.Task[None]]:
     from kennel.checkup.scheduler import Scheduled, run_forever
+
+    def on_run(job: Scheduled, run: RunResult | None) -> None:
+        suite = run.info.suite if run else (job.suite.stem if job.suite else "default")
+        metrics.record_checkup(CheckupOutcome.of(job.model, suite, run))
 
     host = "127.0.0.1" if settings.is_loopback() or settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}/v1"
@@ -117,7 +134,7 @@ def _scheduled_checkups(
             fail_threshold=entry.fail_threshold,
             api_key=entry.key,
         )
-        tasks.append(asyncio.create_task(run_forever(job, base, home)))
+        tasks.append(asyncio.create_task(run_forever(job, base, home, on_run)))
     return tasks
 
 

@@ -16,11 +16,11 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kennel.errors import AuthError, ForbiddenError, InvalidNameError, InvalidOptionError, home_not_writable
 from kennel.settings import KennelHome
@@ -151,6 +151,52 @@ class ApiKey:
             "guard": self.guard,
             "state": self.state(now),
         }
+
+
+class KeySource(Protocol):
+    """Where a server finds its API keys: keys.db (KeyStore) or a read-only keys file written by
+    `kennel keys export` (keyfile.FileKeyStore). auth.py and state.py see only this."""
+
+    def verify(self, secret: str | None, *, now: datetime | None = None) -> ApiKey: ...
+
+    def list(self, include_revoked: bool = False) -> builtins.list[ApiKey]: ...
+
+    def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+def match_secret(secret: str | None, hashed: Sequence[tuple[str, T]]) -> T:
+    """The item whose hex sha256 is the secret's, else AuthError (401) with one message for every
+    failure, so a caller learns nothing about which keys exist.
+
+    The digest is compared with every stored one by hmac.compare_digest and the loop never stops
+    early, so the time taken does not depend on whether or where a key matched.
+    """
+    if not secret:
+        raise AuthError(
+            "Missing API key.",
+            reason="missing",
+            hint="Send it as 'Authorization: Bearer kn-…' (create one with `kennel keys create NAME`).",
+        )
+    digest = hash_secret(secret).encode()
+    match: tuple[T] | None = None
+    for sha256, item in hashed:
+        if hmac.compare_digest(digest, sha256.encode()):
+            match = (item,)
+    if match is None:
+        raise AuthError(_INVALID, hint=_INVALID_HINT, reason="invalid")
+    return match[0]
+
+
+def check_usable(key: ApiKey, now: datetime | None = None) -> ApiKey:
+    """The key itself unless it is revoked or expired (then the same AuthError as a wrong key)."""
+    if key.revoked:
+        raise AuthError(_INVALID, hint=_INVALID_HINT, reason="revoked")
+    if key.expired(now):
+        raise AuthError(_INVALID, hint=_INVALID_HINT, reason="expired")
+    return key
 
 
 def _key(row: sqlite3.Row) -> ApiKey:
@@ -334,27 +380,14 @@ class KeyStore:
 
     def verify(self, secret: str | None, *, now: datetime | None = None) -> ApiKey:
         """The key this secret belongs to, if it is neither revoked nor expired; else AuthError (401)
-        with one message for every failure, so a caller learns nothing about which keys exist.
+        with one message for every failure (see ``match_secret``)."""
+        rows = self.conn.execute("SELECT * FROM keys").fetchall()
+        row = match_secret(secret, [(r["sha256"], r) for r in rows])
+        return check_usable(_key(row), now)
 
-        The digest is compared with every stored one by hmac.compare_digest and the loop never
-        stops early, so the time taken does not depend on whether or where a key matched.
-        """
-        if not secret:
-            raise AuthError(
-                "Missing API key.",
-                reason="missing",
-                hint="Send it as 'Authorization: Bearer kn-…' (create one with `kennel keys create NAME`).",
-            )
-        digest = hash_secret(secret).encode()
-        match: sqlite3.Row | None = None
-        for row in self.conn.execute("SELECT * FROM keys").fetchall():
-            if hmac.compare_digest(digest, row["sha256"].encode()):
-                match = row
-        if match is None:
-            raise AuthError(_INVALID, hint=_INVALID_HINT, reason="invalid")
-        key = _key(match)
-        if key.revoked:
-            raise AuthError(_INVALID, hint=_INVALID_HINT, reason="revoked")
-        if key.expired(now):
-            raise AuthError(_INVALID, hint=_INVALID_HINT, reason="expired")
-        return key
+    def hashed(self, *, now: datetime | None = None) -> builtins.list[tuple[ApiKey, str]]:
+        """Every active key (neither revoked nor expired) with the hex sha256 of its secret, for
+        `kennel keys export`; nothing else reads the hashes out of the database."""
+        rows = self.conn.execute("SELECT * FROM keys WHERE revoked_at IS NULL ORDER BY name, id")
+        pairs = [(_key(r), str(r["sha256"])) for r in rows]
+        return [(key, sha256) for key, sha256 in pairs if not key.expired(now)]

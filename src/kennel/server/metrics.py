@@ -7,16 +7,48 @@ memory) is read at scrape time by a collector, so it can never drift from the tr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kennel.server.pool import Pool
 
+if TYPE_CHECKING:
+    from kennel.checkup.runner import RunResult
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class CheckupOutcome:
+    """What the metrics keep of one checkup run (the CSV and SQLite history keep the rest)."""
+
+    model: str
+    suite: str
+    passed: int  # prompts that passed
+    total: int  # prompts answered or failed; 0 when the run could not start
+    mean_latency_s: float | None
+    ended_at: float  # Unix time
+
+    @classmethod
+    def of(cls, model: str, suite: str, run: RunResult | None) -> CheckupOutcome:
+        if run is None:
+            return cls(model, suite, 0, 0, None, time.time())
+        times = [r.response.latency_ms for r in run.results if r.response.latency_ms is not None]
+        return cls(
+            model=model,
+            suite=suite,
+            passed=sum(1 for r in run.results if r.passed),
+            total=len(run.results),
+            mean_latency_s=sum(times) / len(times) / 1000 if times else None,
+            ended_at=time.time(),
+        )
 
 
 class Metrics:
@@ -70,12 +102,48 @@ class Metrics:
             ["model", "decision"],
             registry=r,
         )
+        # scheduled checkups (`checkups:` in the serve config): the dashboard's pass rate and the
+        # "checkups failing" alert read these, so a quality drift shows next to the traffic
+        self.checkup_runs = Counter(
+            "kennel_checkup_runs",
+            "Scheduled checkup runs by model, suite and result (passed, failed, error).",
+            ["model", "suite", "result"],
+            registry=r,
+        )
+        self.checkup_pass_ratio = Gauge(
+            "kennel_checkup_pass_ratio",
+            "Share of the last checkup run's prompts that passed.",
+            ["model", "suite"],
+            registry=r,
+        )
+        self.checkup_latency = Gauge(
+            "kennel_checkup_latency_seconds",
+            "Mean answer time of the last checkup run's prompts.",
+            ["model", "suite"],
+            registry=r,
+        )
+        self.checkup_last_run = Gauge(
+            "kennel_checkup_last_run_timestamp_seconds",
+            "When the last checkup run ended (Unix time).",
+            ["model", "suite"],
+            registry=r,
+        )
         r.register(_PoolCollector(pool))
 
     def model_label(self, name: str) -> str:
         """Only served models become label values: any other name a client sends is "unknown",
         so made-up names cannot grow /metrics (and the server's memory) without bound."""
         return name if name in self.pool.slots else "unknown"
+
+    def record_checkup(self, outcome: CheckupOutcome) -> None:
+        model = self.model_label(outcome.model)
+        result = "error" if outcome.total == 0 else "passed" if outcome.passed == outcome.total else "failed"
+        self.checkup_runs.labels(model, outcome.suite, result).inc()
+        if outcome.total:
+            self.checkup_pass_ratio.labels(model, outcome.suite).set(outcome.passed / outcome.total)
+        if outcome.mean_latency_s is not None:
+            self.checkup_latency.labels(model, outcome.suite).set(outcome.mean_latency_s)
+        self.checkup_last_run.labels(model, outcome.suite).set(outcome.ended_at)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -104,6 +172,14 @@ class _PoolCollector(Collector):
         loads = GaugeMetricFamily(
             "kennel_model_loads", "Times the model was loaded since start.", labels=["model"]
         )
+        pinned = GaugeMetricFamily(
+            "kennel_model_pinned", "1 when the model is pinned: it should always be loaded.", labels=["model"]
+        )
+        limit = GaugeMetricFamily(
+            "kennel_model_queue_limit",
+            "Requests queued or running for the model before new ones get 429.",
+            labels=["model"],
+        )
         for name, s in self.pool.slots.items():
             waiting.add_metric([name], s.waiting)
             running.add_metric([name], s.running)
@@ -113,4 +189,6 @@ class _PoolCollector(Collector):
             memory.add_metric([name, "vram"], sum(s.memory.vram) if ready else 0)
             loads.add_metric([name], s.loads)
             parallel.add_metric([name], s.spec.plan.parallel)
-        yield from (waiting, running, loaded, memory, loads, parallel)
+            pinned.add_metric([name], 1.0 if s.spec.pinned else 0.0)
+            limit.add_metric([name], self.pool.max_queue)
+        yield from (waiting, running, loaded, memory, loads, parallel, pinned, limit)

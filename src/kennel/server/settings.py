@@ -144,6 +144,16 @@ class ServeSettings(BaseSettings):
         default=300.0, gt=0, description="Seconds an engine process may take to become ready."
     )
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without API keys.")
+    keys_file: Path | None = Field(
+        default=None,
+        description="API keys from this file (`kennel keys export -o PATH`) instead of keys.db, read-only; "
+        "re-read when it changes and on SIGHUP. Replicas given one file share their keys.",
+    )
+    keys_file_poll: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds between checks of the keys file for changes; 0: on SIGHUP only.",
+    )
     log_content: bool = Field(
         default=False, description="Log prompt and completion text (off: metadata only)."
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from kennel.guard.policy import Guard
 from kennel.server.alerting import ServerAlerts
-from kennel.server.keys import ApiKey, KeyStore
+from kennel.server.keys import ApiKey, KeySource
 from kennel.server.metrics import Metrics
 from kennel.server.pool import ModelSpec, Pool
 from kennel.server.ratelimit import RateLimiter
@@ -19,7 +19,7 @@ class AppState:
     settings: ServeSettings
     pool: Pool
     metrics: Metrics
-    keys: KeyStore | None  # None: no keys exist, loopback only
+    keys: KeySource | None  # keys.db or a keys file; None: no keys exist, loopback only
     limiter: RateLimiter
     started: float
     guards: dict[str, Guard] = field(default_factory=dict)  # model -> its guard (built once per mode)
