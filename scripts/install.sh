@@ -93,6 +93,22 @@ fi
 
 if [ "$DEV" = 1 ]; then
   "$VPY" -m pip install --quiet -e ".[dev]"
+  # The monitoring tests run a real Prometheus and promtool (deploy/compose). Debian's package is
+  # unpacked into .venv/bin rather than installed: no root needed, and no service gets started.
+  if ! [ -x .venv/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+      PROM=$(mktemp -d)
+      if (cd "$PROM" && apt-get download -q prometheus >/dev/null 2>&1); then
+        dpkg-deb -x "$PROM"/prometheus_*.deb "$PROM/root"
+        cp "$PROM/root/usr/bin/prometheus" "$PROM/root/usr/bin/promtool" .venv/bin/
+      else
+        echo "install.sh: could not download Debian's prometheus package; the monitoring tests will be skipped" >&2
+      fi
+      rm -rf "$PROM"
+    else
+      echo "install.sh: no apt-get here; install prometheus (with promtool) for the monitoring tests" >&2
+    fi
+  fi
 else
   "$VPY" -m pip install --quiet -e .
 fi
