@@ -18,7 +18,7 @@ from kennel.engines.llamacpp import LlamaCppEngine
 from kennel.engines.llamacpp_log import LoadLog
 from kennel.hardware.whatif import what_if
 from kennel.server.app import create_app
-from kennel.server.connections import uvicorn_config
+from kennel.server.connections import listening_sockets, uvicorn_config
 from kennel.server.models import memory_budget, model_spec
 from kennel.server.pool import EngineFactory, ModelSpec
 from kennel.server.settings import ServeSettings
@@ -77,7 +77,9 @@ def running_server(
         engine_factory=engine_factory or (lambda s: LlamaCppEngine(s.plan, name=s.name, load_log=load_log)),
     )
     server = uvicorn.Server(uvicorn_config(app, cfg, host="127.0.0.1", log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    # with ollama_port, one app on two sockets, as `kennel serve` runs it
+    sockets = listening_sockets(cfg) if cfg.ollama_port else None
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

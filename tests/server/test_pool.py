@@ -394,6 +394,31 @@ def test_keep_alive_and_reap() -> None:
     run(go)
 
 
+def test_keep_alive_zero_unloads_at_once_and_expire() -> None:
+    """Ollama's keep_alive 0: the model goes when its last request ends, not at the next reap;
+    one that another request still uses stays until that one ends."""
+
+    async def go() -> None:
+        clock = Clock()
+        pool, f = make_pool(spec("a"), spec("p", pinned=True), clock=clock)
+        await ask(pool, "a", keep_alive=0.0)
+        await settle()
+        assert pool.slot("a").state == "unloaded" and f.log[-1] == ("unload", "a")
+
+        f.run_gates["a"] = gate = asyncio.Event()
+        busy = asyncio.create_task(ask(pool, "a"))
+        await settle()
+        assert await pool.expire("a") == [] and pool.slot("a").state == "ready"  # busy: stays
+        gate.set()
+        await busy
+        assert await pool.expire("a") == ["a"]
+        await ask(pool, "p")
+        assert await pool.expire("p") == [] and pool.slot("p").state == "ready"  # pinned
+        await pool.close()
+
+    run(go)
+
+
 def test_reap_spares_busy_and_pinned_models() -> None:
     async def go() -> None:
         clock = Clock()

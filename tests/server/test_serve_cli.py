@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import ollama
 import openai
 import pytest
 
@@ -41,6 +42,28 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         load_settings(cfg)
 
 
+def test_ollama_port_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("ollama_port: 11434\n")
+    assert load_settings(cfg).ollama_port == 11434 and load_settings(None).ollama_port is None
+    monkeypatch.setenv("KENNEL_OLLAMA_PORT", "11500")
+    assert (
+        load_settings(cfg).ollama_port == 11500 and load_settings(cfg, ollama_port=11600).ollama_port == 11600
+    )
+
+
+def test_the_ollama_port_must_be_another_port(make_model) -> None:  # type: ignore[no-untyped-def]
+    path, _ = make_model()
+    port = free_port()
+    r = subprocess.run(
+        [*KENNEL, "serve", "--model", str(path), "--port", str(port), "--ollama-port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "is the server's own port" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_refuses_network_bind_without_keys(make_model) -> None:  # type: ignore[no-untyped-def]
     path, _ = make_model()
     for host in ("0.0.0.0", "", "::"):  # "" binds every interface, like the other two
@@ -66,9 +89,20 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
         ).returncode
         == 0
     )
-    port = free_port()
+    port, ollama_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [*KENNEL, "serve", "--model", "tiny", "--port", str(port), "--ctx", "256"],
+        [
+            *KENNEL,
+            "serve",
+            "--model",
+            "tiny",
+            "--port",
+            str(port),
+            "--ctx",
+            "256",
+            "--ollama-port",
+            str(ollama_port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ},
@@ -92,6 +126,12 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
                 model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
             )
         assert r.usage is not None and r.usage.completion_tokens <= 4
+        with ollama.Client(host=f"http://127.0.0.1:{ollama_port}") as o:  # the same server on a second port
+            said = o.chat(
+                model="tiny", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 2}
+            )
+            listed = [m.model for m in o.list().models]
+        assert said.done and listed == ["tiny"]
         ps = subprocess.run(
             [*KENNEL, "ps", "--url", url, "--json"], capture_output=True, text=True, timeout=60
         )

@@ -113,7 +113,8 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "serve",
         "kennel.cli.serve:serve",
         "Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming), "
-        "with API keys, a memory-aware model pool, back-pressure and Prometheus metrics.",
+        "also as Ollama's API, Anthropic's Messages API and OpenAI's Responses API, with API keys, a "
+        "memory-aware model pool, back-pressure and Prometheus metrics.",
     ),
     CommandEntry(
         "ps",

@@ -35,6 +35,13 @@ def serve(
     ),
     host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", help="Port (default 8484)."),
+    ollama_port: int | None = typer.Option(
+        None,
+        "--ollama-port",
+        min=1,
+        max=65535,
+        help="Also answer on this port, e.g. 11434 (Ollama's), so Ollama clients work unchanged.",
+    ),
     ctx: int | None = typer.Option(
         None, "--ctx", min=64, help="Context for the --model models (default: profile's or 8192)."
     ),
@@ -102,12 +109,14 @@ def serve(
     ),
 ) -> None:
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings, streaming),
-    with API keys, a memory-aware model pool, back-pressure and Prometheus metrics."""
+    also as Ollama's API, Anthropic's Messages API and OpenAI's Responses API, with API keys, a
+    memory-aware model pool, back-pressure and Prometheus metrics."""
     entries = [ModelEntry(model=m, ctx=ctx, preload=preload) for m in model] or None
     settings = load_settings(
         config,
         host=host,
         port=port,
+        ollama_port=ollama_port,
         models=entries,
         max_loaded=max_loaded,
         max_queue=max_queue,
@@ -131,6 +140,8 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     c = err_console()
     c.print(f"[bold]kennel serve[/] on {url}/v1 ({len(specs)} model{'s' if len(specs) != 1 else ''})")
+    if settings.ollama_port:
+        c.print(f"Ollama's API at {url}/api and on http://{settings.host}:{settings.ollama_port}")
     for s in specs:
         p = s.plan
         where = f"{p.gpu_layers} layers on GPU" if p.gpu_layers else f"CPU, {p.threads} threads"
@@ -146,12 +157,12 @@ def serve(
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
     import uvicorn
 
-    from kennel.server.connections import uvicorn_config
+    from kennel.server.connections import listening_sockets, uvicorn_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # httpx logs every request kennel makes to its engine processes (health polls, proxying)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=listening_sockets(settings))
 
 
 def _check_security(settings: ServeSettings, home: KennelHome) -> None:
@@ -185,12 +196,20 @@ def _check_port(settings: ServeSettings) -> None:
     """Before anything loads: a port taken by another program is the user's to sort out."""
     from kennel.doctor.checks import port_holder, port_is_free
 
-    if not port_is_free(settings.port, settings.host):
-        holder = port_holder(settings.port)
+    if settings.ollama_port == settings.port:
         raise InvalidOptionError(
-            f"Port {settings.port} on {settings.host or 'every interface'} is already in use"
+            f"--ollama-port {settings.ollama_port} is the server's own port.",
+            hint="Give Ollama's clients another port (11434 is Ollama's), or leave --ollama-port out: "
+            "the Ollama API answers under /api on the server's port too.",
+        )
+    for flag, port in (("--port", settings.port), ("--ollama-port", settings.ollama_port)):
+        if port is None or port_is_free(port, settings.host):
+            continue
+        holder = port_holder(port)
+        raise InvalidOptionError(
+            f"Port {port} on {settings.host or 'every interface'} is already in use"
             + (f" by {holder}." if holder else "."),
-            hint=f"Stop that program, or serve on another port: --port {settings.port + 1}.",
+            hint=f"Stop that program (Ollama itself, on 11434?), or use another port: {flag} {port + 1}.",
         )
 
 

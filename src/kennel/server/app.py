@@ -1,5 +1,7 @@
-"""The FastAPI app: state built in the lifespan, errors in OpenAI's envelope (``http_errors``),
-keys checked once (``auth``), endpoints in ``routes``.
+"""The FastAPI app: state built in the lifespan, errors in each client's shape (``http_errors``),
+keys checked once (``auth``), endpoints in ``routes`` (OpenAI's) and in the compatibility layers,
+each a thin translation onto the same generation path: ``ollama_routes``, ``anthropic`` and
+``responses``.
 
 ``create_app`` takes the model specs and an engine factory (constructor injection), so tests run
 the real HTTP surface against a generated tiny GGUF, or against a fake engine.
@@ -17,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from kennel.engines.base import Memory
-from kennel.server import routes
+from kennel.server import anthropic, ollama_routes, responses, routes
 from kennel.server.alerting import ServerAlerts
 from kennel.server.front import Front
 from kennel.server.http_errors import install_error_handlers
@@ -73,6 +75,7 @@ def create_app(
             time.monotonic(),
             build_guards(settings, specs),
             alerts,
+            home=kennel_home,
         )
         for entry, spec in zip(settings.models, specs, strict=False):
             if entry.preload or spec.pinned:
@@ -106,10 +109,13 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
     app.include_router(routes.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(anthropic.router)
+    app.include_router(responses.router)
     return Front(app, max_body=settings.max_body_mib << 20, body_timeout=settings.body_timeout)  # type: ignore[return-value]
 
 

@@ -1,12 +1,14 @@
-"""Who is calling: the API key from the Authorization header, checked once per request."""
+"""Who is calling: the API key, checked once per request. Sent as ``Authorization: Bearer`` (OpenAI's
+clients, and Ollama's with OLLAMA_API_KEY) or as ``x-api-key`` (Anthropic's)."""
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from kennel.errors import AuthError
+from kennel.errors import AuthError, ForbiddenError
 from kennel.server.keys import ApiKey
 from kennel.server.state import AppState
 
@@ -22,6 +24,8 @@ async def authenticate(request: Request) -> ApiKey | None:
         return None
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else None
+    if not secret:
+        secret = request.headers.get("x-api-key", "").strip() or None
     notes = request.scope.setdefault("state", {})  # for the request log line
     try:
         key = state.keys.verify(secret)
@@ -32,9 +36,25 @@ async def authenticate(request: Request) -> ApiKey | None:
     return key
 
 
+Key = Annotated[ApiKey | None, Depends(authenticate)]
+
+
 def check_key(request: Request, key: ApiKey | None, model: str) -> None:
+    """The key may use ``model``, and is within its rate limit."""
     if key is None:
         return
     key.check_model(model)
     state: AppState = request.app.state.kennel
     state.limiter.check(key.name, key.rpm, time.monotonic())
+
+
+def require_admin(key: ApiKey | None) -> None:
+    """Changing the store (pull, delete, copy) needs a key without a model list: kennel has no
+    roles, and a key limited to some models must not add or remove any. Without keys (loopback)
+    it is open, like the rest of the server."""
+    if key is not None and key.models:
+        raise ForbiddenError(
+            f"The key {key.name!r} may use only some models; it may not change the model store.",
+            hint="Use a key created without --model (`kennel keys create NAME`), "
+            "or run `kennel pull` on the server.",
+        )

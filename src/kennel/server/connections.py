@@ -6,11 +6,13 @@ kept-alive connections uvicorn's own."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kennel.errors import InvalidOptionError
 from kennel.server.settings import ServeSettings
 
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte (or the connection) to its last header
@@ -66,3 +68,27 @@ def uvicorn_config(app: Any, settings: ServeSettings, **overrides: Any) -> uvico
         "access_log": False,  # kennel's request log says what happened, without any text
     }
     return uvicorn.Config(app, **{**values, **overrides})
+
+
+def listening_sockets(settings: ServeSettings) -> list[socket.socket]:
+    """The server's sockets: its port and, with ``ollama_port``, a second one on the same host,
+    so one app (one pool, one set of keys and metrics) answers on both. Bound as uvicorn binds
+    its own (address reuse, inheritable); a port taken since it was checked is the user's error."""
+    ports = [settings.port, *([settings.ollama_port] if settings.ollama_port else [])]
+    sockets: list[socket.socket] = []
+    for port in ports:
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((settings.host, port))
+        except OSError as exc:
+            sock.close()
+            for s in sockets:
+                s.close()
+            raise InvalidOptionError(
+                f"Cannot listen on {settings.host}:{port} ({exc.strerror}).",
+                hint="Another program holds the port: stop it, or choose another port.",
+            ) from exc
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets

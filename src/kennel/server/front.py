@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kennel.errors import RequestTimeoutError, RequestTooLargeError
-from kennel.server.http_errors import kennel_error_body
+from kennel.server.http_errors import dialect_of, kennel_error_body
 
 log = logging.getLogger("kennel.requests")
-API = ("/v1/", "/rerank", "/kennel/")
+API = ("/v1/", "/rerank", "/kennel/", "/api/")
 Message = dict[str, Any]
 
 
@@ -46,7 +46,7 @@ class Front:
                 started["status"] = message["status"]
             await send(message)
 
-        if scope["method"] == "POST":
+        if scope["method"] in ("POST", "DELETE"):  # Ollama's /api/delete sends a body too
             # curl -d sends a form Content-Type; every API body is JSON
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
@@ -55,7 +55,7 @@ class Front:
             try:
                 body = await self._read_body(scope, receive, t0)
             except (RequestTimeoutError, RequestTooLargeError) as exc:
-                await self._refuse(sending, exc)
+                await self._refuse(sending, exc, scope["path"])
                 self._log(scope, started, t0)
                 return
             if body is None:  # the client left while sending
@@ -102,8 +102,8 @@ class Front:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
-    async def _refuse(self, send: Any, exc: RequestTimeoutError | RequestTooLargeError) -> None:
-        body = json.dumps(kennel_error_body(exc)).encode()
+    async def _refuse(self, send: Any, exc: RequestTimeoutError | RequestTooLargeError, path: str) -> None:
+        body = json.dumps(kennel_error_body(exc, dialect_of(path))).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from fastapi import Request as HttpRequest
@@ -35,7 +35,7 @@ from kennel.errors import (
 from kennel.guard.detectors import CanaryWatch, embed_canary, make_canary
 from kennel.guard.policy import Verdict
 from kennel.server.front import log_request
-from kennel.server.http_errors import kennel_error_body
+from kennel.server.http_errors import Dialect, kennel_error_body, kennel_error_response, status_of_error
 from kennel.server.keys import ApiKey
 from kennel.server.state import AppState
 from kennel.store.profile import Sampling as ProfileSampling
@@ -46,7 +46,7 @@ log = logging.getLogger("kennel.requests")
 CLIENT_GONE = 499
 
 
-def keep_alive_seconds(value: str | int | None) -> float | None:
+def keep_alive_seconds(value: str | float | None) -> float | None:
     if value is None:
         return None
     try:
@@ -61,7 +61,7 @@ def no_wait(request: HttpRequest) -> bool:
 
 def status_of(exc: BaseException) -> int:
     if isinstance(exc, KennelError):
-        return int(getattr(exc, "status_code", 400))
+        return status_of_error(exc)
     if isinstance(exc, asyncio.CancelledError):
         return CLIENT_GONE
     return 500
@@ -105,7 +105,7 @@ class Generation:
         model: str,
         endpoint: str,
         key: ApiKey | None,
-        keep_alive: str | int | None = None,
+        keep_alive: str | float | None = None,
         id_prefix: str = "chatcmpl",
     ) -> None:
         self.http = http
@@ -115,6 +115,7 @@ class Generation:
         self.keep_alive = keep_alive_seconds(keep_alive)
         self.id = f"{id_prefix}-{uuid.uuid4().hex[:24]}"
         self.t0 = time.monotonic()
+        self.first_at: float | None = None  # when the first piece came (Ollama reports the times)
         self.stack = AsyncExitStack()
         self.status = 200
         self.answer = Answer()
@@ -224,7 +225,8 @@ class Generation:
                 self.state.alerts.load_failed(self.model, exc.message)
             await self.finish(status_of(exc))
             raise
-        self.state.metrics.ttft.labels(self.label).observe(time.monotonic() - self.t0)
+        self.first_at = time.monotonic()
+        self.state.metrics.ttft.labels(self.label).observe(self.first_at - self.t0)
         return first, stream
 
     async def pieces(self, first: Delta, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
@@ -272,25 +274,33 @@ class Generation:
         await self.finish(200)
         return answer
 
-    def stream(self, chunks: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-        """Server-sent events ending in [DONE]. The request is finished however the stream ends: a
-        failure mid-stream is sent as an error event in the client's error shape (the status line
-        is long gone) and recorded with its status; a client that hung up is a 499."""
+    def stream(
+        self, chunks: AsyncIterator[dict[str, Any]], framing: Framing | None = None
+    ) -> EventSourceResponse:
+        """The chunks as the protocol frames them (OpenAI's server-sent events ending in [DONE]
+        unless told otherwise). The request is finished however the stream ends: a failure
+        mid-stream is sent in the client's error shape (the status line is long gone) and
+        recorded with its status; a client that hung up is a 499."""
+        f = framing or OPENAI_SSE
 
-        async def events() -> AsyncIterator[str]:
+        async def events() -> AsyncIterator[Any]:
             status = CLIENT_GONE  # unless the loop below runs to its end or fails
             try:
                 async for c in chunks:
-                    yield json.dumps(c, ensure_ascii=False)
-                yield "[DONE]"
+                    yield f.encode(c)
+                if f.done is not None:
+                    yield f.done
                 status = 200
             except Exception as exc:
                 status = status_of(exc)
-                body = kennel_error_body(exc if isinstance(exc, KennelError) else EngineError(str(exc)))
-                yield json.dumps(body, ensure_ascii=False)
+                yield f.encode(f.error(exc if isinstance(exc, KennelError) else EngineError(str(exc))))
             finally:
                 await self.finish(status)
 
+        if f.ndjson:
+            # sse-starlette's response sends bytes as they are, and closes a stream whose client
+            # left as carefully as an event stream: Ollama's lines get the same care
+            return _Events(self, events(), ping=0, headers=self.headers(), media_type="application/x-ndjson")
         return _Events(self, events(), ping=15, headers=self.headers())
 
     async def _cut(self, rest: AsyncIterator[Delta], reason: FinishReason) -> Delta:
@@ -361,6 +371,31 @@ class Generation:
             )
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a protocol frames a streamed answer: server-sent events (OpenAI, Anthropic, the
+    Responses API) or newline-delimited JSON (Ollama), what ends it, and the error shape a
+    failure mid-stream is sent in."""
+
+    ndjson: bool = False
+    named: bool = False  # each event named by its body's "type" (Anthropic's and Responses' events)
+    done: str | None = "[DONE]"  # OpenAI's last data line
+    dialect: Dialect = "openai"
+    error_body: Callable[[KennelError], dict[str, Any]] | None = None  # default: the dialect's
+
+    def error(self, exc: KennelError) -> dict[str, Any]:
+        return self.error_body(exc) if self.error_body else kennel_error_body(exc, self.dialect)
+
+    def encode(self, body: dict[str, Any]) -> Any:
+        text = json.dumps(body, ensure_ascii=False)
+        if self.ndjson:
+            return (text + "\n").encode()
+        return {"event": body.get("type"), "data": text} if self.named else text
+
+
+OPENAI_SSE = Framing()
+
+
 class _Events(EventSourceResponse):
     """Finishes its generation even when the body never started (the client left between the
     first token and the status line), so no admission is held for nobody."""
@@ -402,6 +437,55 @@ def _check_bias(request: Request, n_vocab: int) -> None:
                 f"(ids 0 to {n_vocab - 1 if n_vocab else 'the vocabulary size - 1'}).",
                 hint="Take token ids from the model's own tokenizer.",
             )
+
+
+async def one_shot(
+    request: HttpRequest,
+    key: ApiKey | None,
+    model: str,
+    endpoint: str,
+    task: str,
+    work: Callable[[Engine], Awaitable[tuple[Any, int]]],
+    *,
+    keep_alive: str | float | None = None,
+    dialect: Dialect = "openai",
+) -> Any:
+    """A request that is not a generation (embeddings, rerank): admission, the engine call
+    (``work`` returns the body and the prompt tokens), the accounting."""
+    state: AppState = request.app.state.kennel
+    t0 = time.monotonic()
+    status = 200
+    tokens: dict[str, int] = {}
+    try:
+        require_task(state, model, task, {"embed": "embeddings", "rerank": "reranking"}.get(task, endpoint))
+        ka = keep_alive_seconds(keep_alive)
+        async with state.pool.use(model, wait=not no_wait(request), keep_alive=ka) as engine:
+            body, tokens["prompt"] = await until_disconnect(request, work(engine))
+        state.metrics.prompt_tokens.labels(model).inc(tokens["prompt"])
+        return body
+    except KennelError as exc:
+        status = status_of(exc)
+        return kennel_error_response(exc, dialect)
+    except BaseException as exc:
+        status = status_of(exc)
+        raise
+    finally:
+        label = state.metrics.model_label(model)
+        state.metrics.requests.labels(label, endpoint, str(status)).inc()
+        state.metrics.duration.labels(label, endpoint).observe(time.monotonic() - t0)
+        if (status == 200 or status >= 500) and state.alerts is not None and label != "unknown":
+            state.alerts.record(model, status == 200)
+        log_request(
+            request.scope.setdefault("state", {}),
+            {
+                "endpoint": endpoint,
+                "model": model,
+                "key": key.name if key else None,
+                "status": status,
+                "prompt_tokens": tokens.get("prompt", 0),
+                "latency_ms": round((time.monotonic() - t0) * 1000),
+            },
+        )
 
 
 def require_task(state: AppState, model: str, task: str, what: str) -> None:

@@ -60,7 +60,7 @@ MIGRATIONS: db.Migrations = (
 
 _INVALID = "Invalid API key."
 _INVALID_HINT = (
-    "Check the key you send as 'Authorization: Bearer kn-…'; "
+    "Check the key you send as 'Authorization: Bearer kn-…' (or as x-api-key); "
     "the server's operator can issue one with `kennel keys create`."
 )
 
@@ -178,7 +178,8 @@ def match_secret(secret: str | None, hashed: Sequence[tuple[str, T]]) -> T:
         raise AuthError(
             "Missing API key.",
             reason="missing",
-            hint="Send it as 'Authorization: Bearer kn-…' (create one with `kennel keys create NAME`).",
+            hint="Send it as 'Authorization: Bearer kn-…' or as x-api-key "
+            "(create one with `kennel keys create NAME`).",
         )
     digest = hash_secret(secret).encode()
     match: tuple[T] | None = None

@@ -106,6 +106,7 @@ class Pool:
         self.clock = clock
         # told (model, reason) when a loaded engine fails on its own: the model-failure alert
         self.on_engine_failure: Callable[[str, str], None] | None = None
+        self._reaping: set[asyncio.Task[list[str]]] = set()  # unloads asked for by keep_alive 0
 
     def slot(self, name: str) -> Slot:
         s = self.slots.get(name)
@@ -227,7 +228,22 @@ class Pool:
                 gone.append(s.spec.name)
         return gone
 
+    def _reaped(self, task: asyncio.Task[list[str]]) -> None:
+        self._reaping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("unloading after keep_alive 0 failed: %s", task.exception())
+
+    async def expire(self, name: str) -> list[str]:
+        """Unload ``name`` now if it is idle (Ollama's keep_alive 0 with nothing to generate);
+        a busy model goes by the keep-alive of the requests it is running."""
+        slot = self.slot(name)
+        slot.expires_at = self.clock()
+        return await self.reap()
+
     async def close(self) -> None:
+        for task in list(self._reaping):
+            with suppress(Exception):
+                await task
         for s in self.loaded():
             await self.unload(s)
 
@@ -269,3 +285,7 @@ class Pool:
             ka = slot.spec.keep_alive if keep_alive is None else keep_alive
             slot.expires_at = slot.last_used + ka if ka >= 0 else FOREVER
             slot.admit.release()
+            if ka == 0:  # Ollama's "unload after this request": now, not at the reaper's next round
+                task = asyncio.ensure_future(self.reap())
+                self._reaping.add(task)
+                task.add_done_callback(self._reaped)

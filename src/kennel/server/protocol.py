@@ -19,6 +19,14 @@ MAX_TOKENS_LIMIT = 1 << 20
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
+def check_logit_bias(v: dict[str, float] | None) -> dict[str, float] | None:
+    """One rule for every API that takes logit_bias: token ids (as strings) to [-100, 100]."""
+    for k, b in (v or {}).items():
+        if not k.lstrip("-").isdigit() or not -100 <= b <= 100:
+            raise ValueError("logit_bias maps token ids (as strings) to values in [-100, 100]")
+    return v
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -130,13 +138,7 @@ class _Sampled(_Body, SamplingFields):
             raise ValueError("at most 16 stop sequences")
         return v
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        for k, b in (v or {}).items():
-            if not k.lstrip("-").isdigit() or not -100 <= b <= 100:
-                raise ValueError("logit_bias maps token ids (as strings) to values in [-100, 100]")
-        return v
+    _bias = field_validator("logit_bias")(check_logit_bias)
 
     def _logprobs(self) -> tuple[bool, int]:
         return False, 0

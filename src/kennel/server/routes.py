@@ -10,26 +10,22 @@ from __future__ import annotations
 import base64
 import dataclasses
 import struct
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from kennel.errors import InvalidRequestError, KennelError
-from kennel.server.auth import authenticate, check_key
+from kennel.errors import InvalidRequestError
+from kennel.server.auth import Key, authenticate, check_key
 from kennel.server.engine_metrics import engine_metrics
-from kennel.server.front import log_request
-from kennel.server.generation import Generation, no_wait, require_task, status_of, until_disconnect
-from kennel.server.http_errors import kennel_error_response
+from kennel.server.generation import Generation, one_shot
 from kennel.server.keys import ApiKey
 from kennel.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, RerankRequest
 from kennel.server.render import ChatChunks, TextChunks, chat_answer, text_answer
 from kennel.server.state import AppState
 
 router = APIRouter()
-Key = Annotated[ApiKey | None, Depends(authenticate)]
 
 
 def _state(request: Request) -> AppState:
@@ -210,45 +206,6 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
     return g.stream(chunks())
 
 
-async def _simple(
-    request: Request, key: ApiKey | None, model: str, endpoint: str, task: str, work: Any
-) -> Any:
-    """A one-shot request (embeddings, rerank): admission, the engine call, the accounting."""
-    state = _state(request)
-    t0 = time.monotonic()
-    status = 200
-    tokens: dict[str, int] = {}
-    try:
-        require_task(state, model, task, {"embed": "embeddings", "rerank": "reranking"}.get(task, endpoint))
-        async with state.pool.use(model, wait=not no_wait(request)) as engine:
-            body, tokens["prompt"] = await until_disconnect(request, work(engine))
-        state.metrics.prompt_tokens.labels(model).inc(tokens["prompt"])
-        return body
-    except KennelError as exc:
-        status = int(getattr(exc, "status_code", 400))
-        return kennel_error_response(exc)
-    except BaseException as exc:
-        status = status_of(exc)
-        raise
-    finally:
-        label = state.metrics.model_label(model)
-        state.metrics.requests.labels(label, endpoint, str(status)).inc()
-        state.metrics.duration.labels(label, endpoint).observe(time.monotonic() - t0)
-        if (status == 200 or status >= 500) and state.alerts is not None and label != "unknown":
-            state.alerts.record(model, status == 200)
-        log_request(
-            request.scope.setdefault("state", {}),
-            {
-                "endpoint": endpoint,
-                "model": model,
-                "key": key.name if key else None,
-                "status": status,
-                "prompt_tokens": tokens.get("prompt", 0),
-                "latency_ms": round((time.monotonic() - t0) * 1000),
-            },
-        )
-
-
 @router.post("/v1/embeddings", response_model=None)
 async def embeddings(body: EmbeddingRequest, request: Request, key: Key) -> Any:
     check_key(request, key, body.model)
@@ -273,7 +230,7 @@ async def embeddings(body: EmbeddingRequest, request: Request, key: Key) -> Any:
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
         }, out.prompt_tokens
 
-    return await _simple(request, key, body.model, "embeddings", "embed", work)
+    return await one_shot(request, key, body.model, "embeddings", "embed", work)
 
 
 @router.post("/v1/rerank", response_model=None)
@@ -301,4 +258,4 @@ async def rerank(body: RerankRequest, request: Request, key: Key) -> Any:
             "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
         }, out.prompt_tokens
 
-    return await _simple(request, key, body.model, "rerank", "rerank", work)
+    return await one_shot(request, key, body.model, "rerank", "rerank", work)

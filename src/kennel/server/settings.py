@@ -91,6 +91,12 @@ class ServeSettings(BaseSettings):
         default="127.0.0.1", description="Address to bind; non-loopback needs API keys or insecure."
     )
     port: int = Field(default=8484, ge=1, le=65535)
+    ollama_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="A second port for the same server (11434: Ollama's), so Ollama clients work unchanged.",
+    )
     models: list[ModelEntry] = Field(default_factory=list)
     max_loaded: int = Field(default=4, ge=1, description="Most models loaded at once.")
     max_queue: int = Field(default=32, ge=1, description="Requests queued or running per model before 429.")

@@ -9,9 +9,11 @@ from kennel.guard.policy import Guard
 from kennel.server.alerting import ServerAlerts
 from kennel.server.keys import ApiKey, KeySource
 from kennel.server.metrics import Metrics
+from kennel.server.model_facts import ModelFacts
 from kennel.server.pool import ModelSpec, Pool
 from kennel.server.ratelimit import RateLimiter
 from kennel.server.settings import ServeSettings
+from kennel.settings import KennelHome
 
 
 @dataclass
@@ -24,6 +26,9 @@ class AppState:
     started: float
     guards: dict[str, Guard] = field(default_factory=dict)  # model -> its guard (built once per mode)
     alerts: ServerAlerts | None = None
+    home: KennelHome | None = None  # the store behind Ollama's /api/pull, /api/delete, /api/copy
+    # what Ollama's /api/tags and /api/show tell of each served model, read from its file once
+    facts: dict[str, ModelFacts] = field(default_factory=dict)
 
     def guard(self, model: str, key: ApiKey | None = None) -> Guard:
         """The key's own mode if it has one, else the model's, else the server's."""
