@@ -26,6 +26,7 @@ from kennel.fit.memory import kv_cache_per_layer
 from kennel.fit.quant import scheme, tensor_types
 from kennel.fit.serving import serve_parallel
 from kennel.fit.speed import Calibration, decode, prefill
+from kennel.fit.throughput import CPU_DECODE_BATCH_EFFICIENCY
 from kennel.hardware.whatif import what_if
 from kennel.settings import KennelHome
 from kennel.units import MiB
@@ -105,7 +106,9 @@ def test_replicas_for_a_target_rate_come_from_the_fit_speed_model() -> None:
     fill = doc["parallel"] * (512 + 256 // 2)  # every sequence half way through its answer
     step = decode(sized.parts, sized.placement, hw, sized.inputs, Calibration(), fill=fill).expected
     pre = prefill(sized.parts, sized.placement, hw, sized.inputs, Calibration(), prompt=512).expected
-    aggregate = min(doc["parallel"] * step, pre)
+    one = decode(sized.parts, sized.placement, hw, sized.inputs, Calibration(), fill=512 + 256 // 2).expected
+    # on a CPU a batch decodes at most a quarter of the prefill rate, and never slower than one stream
+    aggregate = min(doc["parallel"] * step, max(pre * CPU_DECODE_BATCH_EFFICIENCY, one))
     per_replica = 1 / (512 / pre + 256 / aggregate)
     tp = doc["throughput"]
     assert tp["aggregate_tok_s"] == pytest.approx(aggregate)

@@ -2,9 +2,9 @@
 
 A load is a request rate, or people using it (Little's law: U users, each waiting for an answer
 and then thinking S seconds, send U / (S + response time) requests a second). A replica serves
-1 / (replica time per request) requests a second (``sizing.Throughput``); the replicas needed are
-the rate over that, rounded up. There is no extra headroom: the autoscaler adds replicas on the
-queue, and the range's maximum is what it may reach.
+1 / (replica time per request) requests a second (``kennel.fit.throughput.Throughput``); the
+replicas needed are the rate over that, rounded up. There is no extra headroom: the autoscaler
+adds replicas on the queue, and the range's maximum is what it may reach.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from kennel.deploy.sizing import Throughput
 from kennel.errors import InvalidOptionError
+from kennel.fit.throughput import Throughput
 
 MAX_REPLICAS = 1000  # a typo guard, not a cluster limit
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(?:\.\.|-|:)\s*(\d+)\s*)?$")

@@ -1,8 +1,8 @@
 """One replica of `kennel serve`, sized with the functions `kennel fit` and `kennel serve` use:
 the quantization, the requests decoded together, the memory the pod needs and how fast it
 answers. Nothing here re-derives a figure the fit code already gives; this module only adds
-what a pod needs beyond llama.cpp (kennel's own process, the prompt cache) and the batched
-throughput that `kennel fit`'s single-request speeds imply."""
+what a pod needs beyond llama.cpp (kennel's own process, the prompt cache); the batched
+throughput is kennel.fit.throughput's, which `kennel cost` sizes boxes with too."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from kennel.fit.estimate import FitOption, FitReport, SizedOption, default_run, 
 from kennel.fit.memory import kv_cache_per_layer
 from kennel.fit.quant import scheme, tensor_types
 from kennel.fit.serving import serve_parallel, with_threads
-from kennel.fit.speed import Calibration, decode, prefill
+from kennel.fit.speed import Calibration
+from kennel.fit.throughput import Throughput as Throughput  # re-exported: deploy's callers use it
+from kennel.fit.throughput import throughput
 from kennel.hardware.profile import HardwareProfile
 from kennel.store.add import default_name
 from kennel.units import MiB, fmt_bytes
@@ -44,77 +46,6 @@ class ReplicaRequest:
     cpus: int = 4
     prompt_tokens: int = 512
     output_tokens: int = 256
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """How fast one replica answers with every one of its ``parallel`` slots busy.
-
-    A batched decode step reads the weights once and every sequence's cache, so it is the fit
-    speed model's decode time with the batch's whole context in the cache; it produces one token
-    per sequence. It cannot beat the arithmetic rate the same model gives prefill (compute bound),
-    which caps it on CPUs. A request costs the replica its prefill plus its share of the batch's
-    decode."""
-
-    parallel: int
-    prompt_tokens: int
-    output_tokens: int
-    prefill_tok_s: float
-    step_per_s: float  # batched decode steps per second (one token for each of ``parallel``)
-    calibrated: bool
-
-    @property
-    def memory_bound_tok_s(self) -> float:
-        return self.parallel * self.step_per_s
-
-    @property
-    def aggregate_tok_s(self) -> float:
-        return min(self.memory_bound_tok_s, self.prefill_tok_s)
-
-    @property
-    def compute_bound(self) -> bool:
-        return self.prefill_tok_s < self.memory_bound_tok_s
-
-    @property
-    def per_request_tok_s(self) -> float:
-        return self.aggregate_tok_s / self.parallel
-
-    @property
-    def prefill_s(self) -> float:
-        return self.prompt_tokens / self.prefill_tok_s
-
-    @property
-    def busy_s(self) -> float:
-        """Replica time one request costs: prefill alone, decode shared with the batch."""
-        return self.prefill_s + self.output_tokens / self.aggregate_tok_s
-
-    @property
-    def rps(self) -> float:
-        return 1.0 / self.busy_s
-
-    @property
-    def response_s(self) -> float:
-        """What one client waits with the batch full: its prefill, then its own decode."""
-        return self.prefill_s + self.output_tokens / self.per_request_tok_s
-
-    def lines(self) -> list[str]:
-        decode_line = (
-            f"decode: {self.parallel} x {self.step_per_s:.1f} tok/s = {self.memory_bound_tok_s:.0f} tok/s "
-            "by memory traffic"
-        )
-        if self.compute_bound:
-            decode_line += f", capped at the arithmetic rate of prefill, {self.prefill_tok_s:.0f} tok/s"
-        return [
-            f"prefill: {self.prompt_tokens} prompt tokens at {self.prefill_tok_s:.0f} tok/s = "
-            f"{self.prefill_s:.2f} s",
-            decode_line,
-            f"one request costs the replica {self.prefill_s:.2f} s + {self.output_tokens} tokens / "
-            f"{self.aggregate_tok_s:.0f} tok/s = {self.busy_s:.2f} s -> {self.rps:.2f} requests/s per "
-            "replica",
-            f"a client waits {self.response_s:.1f} s for its answer with all {self.parallel} slots busy "
-            f"({self.per_request_tok_s:.1f} tok/s each)",
-            "speeds: " + ("calibrated by `kennel fit --measure`" if self.calibrated else "uncalibrated"),
-        ]
 
 
 @dataclass(frozen=True)
@@ -209,28 +140,6 @@ def size_replica(
         ram=ram,
         prompt_cache=max(kv_one, PROMPT_CACHE_MIN),
         throughput=throughput(sized, hw, calibration, parallel, req.prompt_tokens, req.output_tokens),
-    )
-
-
-def throughput(
-    sized: SizedOption,
-    hw: HardwareProfile,
-    cal: Calibration,
-    parallel: int,
-    prompt_tokens: int,
-    output_tokens: int,
-) -> Throughput:
-    """The fit speed model at a full batch: each sequence half way through its answer."""
-    fill = parallel * (prompt_tokens + output_tokens // 2)
-    step = decode(sized.parts, sized.placement, hw, sized.inputs, cal, fill=fill).expected
-    pre = prefill(sized.parts, sized.placement, hw, sized.inputs, cal, prompt=max(prompt_tokens, 1)).expected
-    return Throughput(
-        parallel=parallel,
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        prefill_tok_s=pre,
-        step_per_s=step,
-        calibrated=cal.measured,
     )
 
 
