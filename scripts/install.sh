@@ -8,9 +8,11 @@
 #   bash scripts/install.sh --dev           # plus the test and lint tools
 #   bash scripts/install.sh --gpu cuda      # force a backend: cuda, metal, rocm, vulkan, cpu
 #   bash scripts/install.sh --with-vllm     # also vLLM, in ./.venv-vllm (its own torch; ~3.5 GB)
+#   bash scripts/install.sh --with-finetune # also `kennel finetune` (torch, transformers, peft; --dev has it)
 #
 # Environment: PYTHON (interpreter, default python3), CMAKE_ARGS (extra llama.cpp build flags),
-# KENNEL_WHEEL_CACHE (default ~/.cache/kennel/wheels), CUDA_ARCHITECTURES (default: native).
+# KENNEL_WHEEL_CACHE (default ~/.cache/kennel/wheels), CUDA_ARCHITECTURES (default: native),
+# KENNEL_TORCH_INDEX (the index torch comes from for fine-tuning; default: by the GPU backend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,13 +22,15 @@ PY=${PYTHON:-python3}
 DEV=0
 GPU=auto
 VLLM=0
+FINETUNE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) DEV=1 ;;
     --with-vllm) VLLM=1 ;;
+    --with-finetune) FINETUNE=1 ;;
     --gpu) GPU=${2:?--gpu needs a value}; shift ;;
     --gpu=*) GPU=${1#--gpu=} ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -91,6 +95,28 @@ if ! installed; then
   echo "$KEY" > .venv/kennel-llama-build
 fi
 
+if [ "$FINETUNE" = 1 ] || [ "$DEV" = 1 ]; then
+  # torch before the extra that needs it, from the build for this machine's GPU: PyPI's Linux wheel
+  # carries CUDA libraries (several GB) that a machine without an NVIDIA GPU never uses
+  if ! "$VPY" -c 'import torch' >/dev/null 2>&1; then
+    case "$GPU" in
+      cuda|metal) TORCH_INDEX=${KENNEL_TORCH_INDEX:-} ;;
+      *) TORCH_INDEX=${KENNEL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu} ;;
+    esac
+    if [ "$GPU" = rocm ] && [ -z "${KENNEL_TORCH_INDEX:-}" ]; then
+      echo "install.sh: training on ROCm needs torch's ROCm build; set KENNEL_TORCH_INDEX (see pytorch.org). Installing the CPU build." >&2
+    fi
+    if [ -n "$TORCH_INDEX" ]; then
+      "$VPY" -m pip install --quiet torch --index-url "$TORCH_INDEX" \
+        || { echo "install.sh: $TORCH_INDEX cannot be reached; torch from the default index" >&2; "$VPY" -m pip install --quiet torch; }
+    else
+      "$VPY" -m pip install --quiet torch
+    fi
+  fi
+  # QLoRA's 4-bit kernels run on CUDA only
+  if [ "$GPU" = cuda ]; then "$VPY" -m pip install --quiet bitsandbytes; fi
+fi
+
 if [ "$DEV" = 1 ]; then
   "$VPY" -m pip install --quiet -e ".[dev]"
   # The monitoring tests run a real Prometheus and promtool (deploy/compose). Debian's package is
@@ -109,6 +135,8 @@ if [ "$DEV" = 1 ]; then
       echo "install.sh: no apt-get here; install prometheus (with promtool) for the monitoring tests" >&2
     fi
   fi
+elif [ "$FINETUNE" = 1 ]; then
+  "$VPY" -m pip install --quiet -e ".[finetune]"
 else
   "$VPY" -m pip install --quiet -e .
 fi

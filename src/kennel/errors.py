@@ -16,6 +16,11 @@ layer will turn them into OpenAI's error envelope.
     ├── ClassifierUnavailableError  the guard's ONNX classifier needs onnxruntime/tokenizers
     │                               (also ImportError)
     ├── MeasureError                a measured run (``kennel fit --measure``) failed
+    ├── FinetuneError               `kennel finetune` cannot train or cannot use what it made
+    │   ├── FinetuneUnavailableError torch / transformers / peft are not installed (also ImportError)
+    │   ├── TrainingDataError       malformed lines in a training or eval file (also ValueError)
+    │   ├── AdapterMismatchError    an adapter or checkpoint made for another base (shape or sha256)
+    │   └── TrainingStoppedError    Ctrl-C: training stopped at a step, its checkpoint kept
     ├── AuthError                   HTTP 401: a missing, wrong, revoked or expired API key
     ├── ForbiddenError              HTTP 403: a valid API key not allowed to use that model
     ├── RateLimitError              HTTP 429: an API key over its requests-per-minute limit
@@ -94,6 +99,28 @@ class HardwareSpecError(KennelError, LookupError):
 
 class MeasureError(KennelError):
     """A measured benchmark run could not complete."""
+
+
+class FinetuneError(KennelError):
+    """`kennel finetune` cannot train, or cannot turn what it trained into a servable model."""
+
+
+class FinetuneUnavailableError(FinetuneError, ImportError):
+    """The training stack (torch, transformers, peft) is not installed."""
+
+
+class TrainingDataError(FinetuneError, ValueError):
+    """Lines of a training or eval file that cannot be used; the message names each line."""
+
+
+class AdapterMismatchError(FinetuneError):
+    """An adapter, its training weights or a checkpoint that belong to another base model."""
+
+
+class TrainingStoppedError(FinetuneError):
+    """Training was stopped (Ctrl-C) at a step boundary; the checkpoint there is kept."""
+
+    exit_code = 130  # as for any Ctrl-C
 
 
 class AuthError(KennelError):

@@ -145,9 +145,19 @@ def catalog(
 
 
 def show(
-    name: str = typer.Argument(..., help="A catalog name, e.g. qwen2.5-7b."), json_out: bool = JSON
+    name: str = typer.Argument(..., help="A catalog name, e.g. qwen2.5-7b; or a store NAME@VERSION."),
+    json_out: bool = JSON,
 ) -> None:
-    """One catalog model: licence conditions, shape, languages, GGUF files and sizes."""
+    """One catalog model: licence conditions, shape, languages, GGUF files and sizes.
+
+    NAME@VERSION shows a version from the store instead: its profile and, for a fine-tuned version,
+    its lineage (base and data sha256, hyperparameters, loss curve, machine, eval).
+    """
+    if "@" in name:  # catalog names never hold '@'; store references do
+        from kennel.cli.versions import show_version
+
+        show_version(name, json_out=json_out)
+        return
     e = catalog_get(name)
     doc = entry_dict(e, details=True)
     if json_out:

@@ -58,6 +58,11 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Rank catalog model x quantization pairs that fit this (or a what-if) machine, and say why.",
     ),
     CommandEntry(
+        "cost",
+        "kennel.cli.cost:cost",
+        "Right-size the hardware for a workload and show its full cost against cloud APIs and rented GPUs.",
+    ),
+    CommandEntry(
         "pull",
         "kennel.cli.store:pull_cmd",
         "Download a GGUF, or a safetensors model for vLLM, into the store: resumable, checked against the "
@@ -153,6 +158,13 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "deploy",
         "kennel.cli.deploy:deploy_app",
         "Deploy `kennel serve` to a cluster: Kubernetes manifests sized by `kennel fit`.",
+    ),
+    CommandEntry(
+        "finetune",
+        "kennel.cli.finetune:finetune_app",
+        "Fine-tune a model with LoRA on your own chat data, back into a new servable version of NAME "
+        "(`kennel finetune NAME --base MODEL --data FILE`); `kennel finetune check FILE` checks the data "
+        "first.",
     ),
 )
 

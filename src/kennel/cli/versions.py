@@ -91,10 +91,21 @@ def history(
     json_out: bool = JSON,
 ) -> None:
     """Every change to a model: who, when, what (as a diff), why."""
+    from kennel.finetune.lineage import describe
+
     with open_store() as store:
         entries = store.history(check_name(name))
+        lineages = {
+            e.version_after: doc
+            for e in entries
+            if e.action == "finetune" and e.version_after and (doc := store.lineage(name, e.version_after))
+        }
     if json_out:
-        print_json("history", {"model": name, "events": [asdict(e) for e in entries]})
+        events = [
+            {**asdict(e), **({"lineage": lineages[e.version_after]} if e.version_after in lineages else {})}
+            for e in entries
+        ]
+        print_json("history", {"model": name, "events": events})
         return
     t = Table(header_style="bold", box=None, pad_edge=False, show_lines=False)
     for col in ("when", "who", "action", "what", "why"):
@@ -113,7 +124,32 @@ def history(
         t.add_row(e.at, e.actor, e.action, what, escape(e.message))
         if e.detail and e.action not in ("rm",):
             t.add_row("", "", "", f"[dim]{escape(_indent(e.detail))}[/]", "")
+        if e.action == "finetune" and e.version_after in lineages:
+            t.add_row("", "", "", f"[dim]{escape(chr(10).join(describe(lineages[e.version_after])))}[/]", "")
     console().print(t)
+
+
+def show_version(ref: str, *, json_out: bool) -> None:
+    """`kennel show NAME@V`: a version's profile, tags and, when it was fine-tuned, its lineage."""
+    from kennel.finetune.lineage import describe
+
+    r = parse_ref(ref)
+    with open_store() as store:
+        v = store.resolve(r)
+        doc = version_dict(v, store)
+        lineage = store.lineage(v.model, v.version)
+    if json_out:
+        print_json("show", {"version": {**doc, "lineage": lineage}})
+        return
+    c = console()
+    c.print(f"[bold]{v.model}@{v.version}[/] tags: {', '.join(v.tags) or '-'}; {v.created_at} by {v.actor}")
+    if v.message:
+        c.print(f"  {escape(v.message)}")
+    c.print(escape(v.profile.to_yaml().rstrip()))
+    if lineage:
+        c.print("[bold]Lineage[/]")
+        for line in describe(lineage):
+            c.print(f"  {escape(line)}")
 
 
 def _indent(text: str, limit: int = 30) -> str:

@@ -151,9 +151,21 @@ def build_profile(
         overrides["parameters"] = {**inherited, **spec.parameters.model_dump(exclude_none=True)}
     fields.update(overrides)
     try:
-        return Profile.model_validate(fields)
+        profile = Profile.model_validate(fields)
     except ValidationError as exc:
         raise InvalidOptionError(f"The profile for {name} is invalid: {exc.errors()[0]['msg']}.") from exc
+    if profile.adapter and profile.format == "gguf":
+        _check_adapter_fits(store, base=profile.base[0], adapter=profile.adapter)
+    return profile
+
+
+def _check_adapter_fits(store: Store, *, base: str, adapter: str) -> None:
+    """Refuse, when the version is made rather than when llama.cpp first loads it, an adapter whose
+    tensors do not fit the base (another model, or another size of it)."""
+    from kennel.finetune.adapter_gguf import BaseLayout, check_adapter
+
+    layout = BaseLayout.from_header(read_header(FileSource(store.blobs.path(base))))
+    check_adapter(read_header(FileSource(store.blobs.path(adapter))), layout)
 
 
 def _local(base_dir: Path, path: str) -> Path:

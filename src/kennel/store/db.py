@@ -89,6 +89,18 @@ MIGRATIONS: Migrations = (
         CREATE INDEX audit_model ON audit(model, id);
         """,
     ),
+    (
+        "004_lineage",
+        """
+        CREATE TABLE lineage (
+            model TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            doc TEXT NOT NULL,                 -- JSON: what a fine-tuned version was made from and how
+            PRIMARY KEY (model, version),
+            FOREIGN KEY (model, version) REFERENCES versions(model, version)
+        );
+        """,
+    ),
 )
 
 

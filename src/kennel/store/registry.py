@@ -7,12 +7,14 @@ disagree, and a process killed mid-change leaves the previous state intact.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kennel.errors import InUseError, NotInStoreError, StoreError
 from kennel.settings import KennelHome
@@ -210,8 +212,10 @@ class Store:
         message: str = "",
         tags: Iterable[str] = (DEFAULT_TAG,),
         catalog_name: str | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> VersionInfo:
-        """A new immutable version of ``name`` (created if new); ``tags`` move to it."""
+        """A new immutable version of ``name`` (created if new); ``tags`` move to it. ``lineage``
+        (what a fine-tuned version was made from, JSON-able) is kept with it, in the same transaction."""
         name = check_name(name)
         tags = [check_name(t, what="tag") for t in tags]
         who = actor or os_actor()
@@ -223,7 +227,9 @@ class Store:
                 "SELECT version FROM versions WHERE model = ? AND profile = ? AND removed_at IS NULL",
                 (name, text),
             ).fetchone()
-            if same is not None:  # pulling or importing the same file again: reuse, move the tags
+            # pulling or importing the same file again: reuse, move the tags (a trained version is
+            # always new: its lineage is its own)
+            if same is not None and lineage is None:
                 for tag in tags:
                     if self.tags(name).get(tag) != same[0]:
                         self._move_tag(name, tag, same[0], who, "tag", message)
@@ -240,6 +246,11 @@ class Store:
                 self.conn.execute(
                     "INSERT INTO version_blobs VALUES (?, ?, ?, ?, ?)", (name, number, digest, role, pos)
                 )
+            if lineage is not None:
+                self.conn.execute(
+                    "INSERT INTO lineage VALUES (?, ?, ?)",
+                    (name, number, json.dumps(lineage, sort_keys=True, default=str)),
+                )
             detail = diff_profiles(
                 previous,
                 profile,
@@ -250,6 +261,16 @@ class Store:
             for tag in tags:
                 self._move_tag(name, tag, number, who, "tag", message)
         return self.version(name, number)
+
+    def lineage(self, name: str, version: int) -> dict[str, Any] | None:
+        """What a fine-tuned version was made from (None for a version that was not trained)."""
+        row = self.conn.execute(
+            "SELECT doc FROM lineage WHERE model = ? AND version = ?", (name, version)
+        ).fetchone()
+        if row is None:
+            return None
+        doc: dict[str, Any] = json.loads(row[0])
+        return doc
 
     def _latest_profile(self, name: str) -> Profile | None:
         row = self.conn.execute(
