@@ -106,9 +106,14 @@ if [ "$FINETUNE" = 1 ] || [ "$DEV" = 1 ]; then
     if [ "$GPU" = rocm ] && [ -z "${KENNEL_TORCH_INDEX:-}" ]; then
       echo "install.sh: training on ROCm needs torch's ROCm build; set KENNEL_TORCH_INDEX (see pytorch.org). Installing the CPU build." >&2
     fi
+    # asked first, in 5 s: pip would retry an unreachable index for every package torch needs
+    if [ -n "$TORCH_INDEX" ] && ! "$VPY" -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5)' \
+        "$TORCH_INDEX/torch/" >/dev/null 2>&1; then
+      echo "install.sh: $TORCH_INDEX cannot be reached; torch from the default index" >&2
+      TORCH_INDEX=
+    fi
     if [ -n "$TORCH_INDEX" ]; then
-      "$VPY" -m pip install --quiet torch --index-url "$TORCH_INDEX" \
-        || { echo "install.sh: $TORCH_INDEX cannot be reached; torch from the default index" >&2; "$VPY" -m pip install --quiet torch; }
+      "$VPY" -m pip install --quiet torch --index-url "$TORCH_INDEX"
     else
       "$VPY" -m pip install --quiet torch
     fi
