@@ -140,6 +140,10 @@ class ForbiddenError(KennelError):
     status_code = 403
 
 
+class StoreApiError(ForbiddenError):
+    """An API client asked to change the model store where that is not allowed."""
+
+
 class RateLimitError(KennelError):
     """An API key sent more requests in the last minute than its limit allows."""
 

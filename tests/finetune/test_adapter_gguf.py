@@ -131,3 +131,20 @@ def test_quantization_names_for_llama_quantize() -> None:
     assert (ftype_name(0), ftype_name(1), ftype_name(15), ftype_name(7)) == ("F32", "F16", "Q4_K_M", "Q8_0")
     with pytest.raises(FinetuneError, match="--quant"):
         ftype_name(999)
+
+
+def test_a_gguf_written_halfway_leaves_nothing_behind(tmp_path: Path) -> None:
+    from kennel.finetune.gguf_out import gguf_writer
+
+    out = tmp_path / "merged.gguf"
+    with pytest.raises(KeyboardInterrupt), gguf_writer(out, "llama") as w:
+        w.add_string("general.name", "x")
+        w.write_header_to_file()
+        raise KeyboardInterrupt  # Ctrl-C midway through a multi-GB merge
+    assert list(tmp_path.iterdir()) == []
+    with gguf_writer(out, "llama") as w:
+        w.add_string("general.name", "x")
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["merged.gguf"]

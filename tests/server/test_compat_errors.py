@@ -82,20 +82,51 @@ def test_a_wrong_key_in_each_apis_shape(
         assert [m.model for m in o.list().models] == ["m"]
 
 
-def test_the_store_needs_an_unrestricted_key(keyed: tuple[str, dict[str, str]]) -> None:
+STORE_CALLS = (
+    ("POST", "/api/pull", {"model": "llama3.2:1b"}),
+    ("DELETE", "/api/delete", {"model": "m"}),
+    ("POST", "/api/copy", {"source": "m", "destination": "n"}),
+)
+
+
+def test_the_store_api_is_off_with_keys_unless_the_operator_turns_it_on(
+    keyed: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, secrets = keyed
-    some = {"Authorization": f"Bearer {secrets['some']}"}
-    for method, path, body in (
-        ("POST", "/api/pull", {"model": "llama3.2:1b"}),
-        ("DELETE", "/api/delete", {"model": "m"}),
-        ("POST", "/api/copy", {"source": "m", "destination": "n"}),
-    ):
-        r = httpx.request(method, url + path, json=body, headers=some)
-        assert r.status_code == 403 and "may not change the model store" in r.json()["error"], path
-    r = httpx.request(
-        "DELETE", url + "/api/delete", json={"model": "gone"}, headers={"x-api-key": secrets["all"]}
-    )
-    assert r.status_code == 404 and "No model 'gone' in the store" in r.json()["error"]
+    for name in ("all", "some"):  # an ordinary key does not add or remove models for everyone
+        for method, path, body in STORE_CALLS:
+            r = httpx.request(method, url + path, json=body, headers={"x-api-key": secrets[name]})
+            assert r.status_code == 403, path
+            assert "does not let API clients change its model store" in r.json()["error"], path
+    # store_api: true lets a key without a model list do it, and still not a restricted one
+    home = KennelHome(tmp_path / "home")
+    with KeyStore.open(home) as ks:
+        on = {"all": ks.create("all")[1], "some": ks.create("some", models=["m"])[1]}
+    spec = ModelSpec(name="m", plan=LoadPlan(model=Path("/none.gguf"), context=256), memory=Memory(ram=1))
+    with running_server(
+        [spec], home, engine_factory=Failing, budget=Memory(ram=1 << 30), store_api=True
+    ) as u:
+        for method, path, body in STORE_CALLS:
+            r = httpx.request(method, u + path, json=body, headers={"Authorization": f"Bearer {on['some']}"})
+            assert r.status_code == 403 and "may not change the model store" in r.json()["error"], path
+        r = httpx.request(
+            "DELETE", u + "/api/delete", json={"model": "gone"}, headers={"x-api-key": on["all"]}
+        )
+        assert r.status_code == 404 and "No model 'gone' in the store" in r.json()["error"]
+
+
+def test_web_pages_and_rebound_names_are_refused(keyed: tuple[str, dict[str, str]]) -> None:
+    """A page's cross-site POST (no preflight for text/plain) and a page on a rebound DNS name
+    never reach a route, on every API's paths."""
+    url, secrets = keyed
+    key = {"x-api-key": secrets["all"]}
+    for path in ("/api/pull", "/v1/chat/completions", "/v1/messages"):
+        page = {**key, "Origin": "http://evil.example", "Content-Type": "text/plain"}
+        r = httpx.post(url + path, content=b'{"model": "m"}', headers=page)
+        assert r.status_code == 403 and "web pages" in r.text, path
+        r = httpx.post(url + path, json={"model": "m"}, headers={**key, "Host": "evil.example:8484"})
+        assert r.status_code == 403 and "loopback names" in r.text, path
+    assert httpx.get(url + "/api/tags", headers={**key, "Host": "localhost"}).status_code == 200
 
 
 def test_a_body_over_the_limit(keyed: tuple[str, dict[str, str]]) -> None:

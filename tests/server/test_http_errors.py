@@ -32,6 +32,7 @@ from kennel.errors import (
     RemoteError,
     RequestTimeoutError,
     RequestTooLargeError,
+    StoreApiError,
     StoreError,
 )
 from kennel.server.http_errors import ERROR_TABLE, dialect_of, kennel_error_body, kennel_error_response
@@ -50,6 +51,7 @@ PINNED: list[tuple[KennelError, int, str, str, str]] = [
     (RequestTooLargeError("x"), 413, "invalid_request_error", "request_too_large", "request_too_large"),
     (AuthError("x"), 401, "authentication_error", "invalid_api_key", "authentication_error"),
     (ForbiddenError("x"), 403, "permission_error", "model_not_allowed", "permission_error"),
+    (StoreApiError("x"), 403, "permission_error", "store_api_not_allowed", "permission_error"),
     (ModelNotServedError("x"), 404, "not_found_error", "model_not_found", "not_found_error"),
     (RateLimitError("x", retry_after=3), 429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
     (QueueFullError("x", retry_after=2), 429, "rate_limit_error", "queue_full", "rate_limit_error"),

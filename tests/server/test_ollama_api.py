@@ -275,9 +275,18 @@ def test_pull_with_progress_copy_and_delete(
             store.resolve(parse_ref("mine:prod")).profile == store.resolve(parse_ref("llama-3.2-1b")).profile
         )
     assert client.delete("mine:prod").status == "success"
-    assert client.delete("llama3.2:1b").status == "success"
+    # a version made on the side (a fine-tuned candidate, say) outlives the pulled one's removal
     with Store.open(home) as store:
-        assert "llama-3.2-1b" not in store.live_models() and "mine" not in store.live_models()
+        pulled = store.resolve(parse_ref("llama-3.2-1b"))
+        other = pulled.profile.model_copy(update={"system": "Answer in Vietnamese."})
+        store.add_version("llama-3.2-1b", other, action="create", actor="test", tags=["candidate"])
+    assert client.delete("llama3.2:1b").status == "success"  # the version and both its tags
+    with Store.open(home) as store:
+        assert "mine" not in store.live_models()
+        assert set(store.tags("llama-3.2-1b")) == {"candidate"}
+    assert client.delete("llama-3.2-1b:candidate").status == "success"
+    with Store.open(home) as store:
+        assert "llama-3.2-1b" not in store.live_models()
     with pytest.raises(ollama.ResponseError) as info:
         client.delete("llama3.2:1b")
     assert info.value.status_code == 404

@@ -419,6 +419,28 @@ def test_keep_alive_zero_unloads_at_once_and_expire() -> None:
     run(go)
 
 
+def test_a_request_that_arrives_while_the_reaper_unloads_keeps_its_engine() -> None:
+    """The reaper saw the model idle; a request came in before its unload ran: the unload is
+    dropped, and the request answers (it does not lose its engine mid-answer)."""
+
+    async def go() -> None:
+        clock = Clock()
+        pool, f = make_pool(spec("a", keep_alive=1.0), clock=clock)
+        await ask(pool, "a")
+        clock.now = 100.0
+        f.run_gates["a"] = gate = asyncio.Event()
+        reaping = asyncio.ensure_future(pool.reap())  # runs up to the unload it schedules
+        busy = asyncio.create_task(ask(pool, "a"))  # admitted before that unload starts
+        assert await reaping == [] and pool.slot("a").state == "ready"
+        gate.set()
+        await busy
+        assert ("unload", "a") not in f.log
+        clock.now = 200.0
+        assert await pool.reap() == ["a"]
+
+    run(go)
+
+
 def test_reap_spares_busy_and_pinned_models() -> None:
     async def go() -> None:
         clock = Clock()

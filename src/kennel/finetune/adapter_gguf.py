@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from kennel.errors import AdapterMismatchError, FinetuneError
+from kennel.finetune.gguf_out import gguf_writer
 from kennel.model.gguf_header import GGUFHeader, read_header
 from kennel.model.sources import FileSource
 
@@ -197,26 +198,22 @@ def write_adapter(
     name: str,
 ) -> Path:
     """Write the llama.cpp LoRA GGUF for ``pairs`` (written aside, renamed when complete)."""
-    import gguf
 
     check_architecture(layout)
     if not pairs:
         raise FinetuneError("The adapter has no weights to write.", hint="Check --target.")
     dtype = np.float32 if layout.all_f32 else np.float16  # F16 halves the file; F32 bases stay exact
-    tmp = path.with_name(path.name + ".partial")
-    w = gguf.GGUFWriter(str(tmp), layout.arch)
-    w.add_string("general.type", "adapter")
-    w.add_string("adapter.type", "lora")
-    w.add_float32("adapter.lora.alpha", float(alpha))
-    w.add_name(name)
-    w.add_string(BASE_SHA_KEY, base_sha256)
-    for tensor_name, data in adapter_tensors(layout, pairs):
-        w.add_tensor(tensor_name, np.ascontiguousarray(data, dtype=dtype))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    tmp.replace(path)
+    with gguf_writer(path, layout.arch) as w:
+        w.add_string("general.type", "adapter")
+        w.add_string("adapter.type", "lora")
+        w.add_float32("adapter.lora.alpha", float(alpha))
+        w.add_name(name)
+        w.add_string(BASE_SHA_KEY, base_sha256)
+        for tensor_name, data in adapter_tensors(layout, pairs):
+            w.add_tensor(tensor_name, np.ascontiguousarray(data, dtype=dtype))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
     return path
 
 

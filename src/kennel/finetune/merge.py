@@ -21,6 +21,7 @@ import numpy as np
 from kennel.engines.llamacpp_tools import find_tool
 from kennel.errors import FinetuneError
 from kennel.finetune.adapter_gguf import BaseLayout, check_adapter
+from kennel.finetune.gguf_out import gguf_writer
 from kennel.model.gguf_header import read_header
 from kennel.model.sources import FileSource
 
@@ -45,7 +46,7 @@ def merge_gguf(
     base: Path, adapter: Path, out: Path, *, scale: float = 1.0, progress: Progress | None = None
 ) -> Path:
     """Write ``out``: the base with the adapter's deltas added to its weights (unquantized where merged)."""
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, LlamaFileType
     from gguf import quants as gguf_quants
 
     base_header = read_header(FileSource(base))
@@ -65,46 +66,43 @@ def merge_gguf(
             pairs[weight] = (_floats(t), _floats(by_name[weight + ".lora_b"]))
     reader = GGUFReader(base)
     all_f32 = layout.all_f32
-    tmp = out.with_name(out.name + ".partial")
-    w = GGUFWriter(str(tmp), layout.arch)
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
-            continue
-        sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY and len(field.types) > 1 else None
-        w.add_key_value(key, field.contents(), field.types[0], sub)
-    w.add_file_type(int(LlamaFileType.ALL_F32 if all_f32 else LlamaFileType.MOSTLY_F16))
-    T = GGMLQuantizationType
-    plan = []
-    for t in reader.tensors:
-        shape = tuple(int(x) for x in reversed(t.shape))  # numpy order: (n_out, n_in)
-        if t.name in pairs:
-            out_type = np.dtype(np.float32 if t.tensor_type == T.F32 else np.float16)
-            w.add_tensor_info(t.name, shape, out_type, int(np.prod(shape)) * out_type.itemsize)
-        else:
-            raw = t.tensor_type not in (T.F32, T.F16)
-            w.add_tensor_info(
-                t.name,
-                t.data.shape,
-                np.dtype(np.uint8) if raw else t.data.dtype,
-                int(t.n_bytes),
-                raw_dtype=t.tensor_type if raw else None,
-            )
-        plan.append((t, shape))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    for i, (t, shape) in enumerate(plan):
-        if t.name in pairs:
-            a, b = pairs[t.name]
-            merged = gguf_quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
-            merged += (scale * alpha / a.shape[0]) * (b @ a)
-            w.write_tensor_data(merged.astype(np.float32 if t.tensor_type == T.F32 else np.float16))
-        else:
-            w.write_tensor_data(t.data)
-        if progress:
-            progress(i + 1, len(plan))
-    w.close()
-    tmp.replace(out)
+    with gguf_writer(out, layout.arch) as w:
+        for key, field in reader.fields.items():
+            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+                continue
+            sub = field.types[1] if field.types[0] == GGUFValueType.ARRAY and len(field.types) > 1 else None
+            w.add_key_value(key, field.contents(), field.types[0], sub)
+        w.add_file_type(int(LlamaFileType.ALL_F32 if all_f32 else LlamaFileType.MOSTLY_F16))
+        T = GGMLQuantizationType
+        plan = []
+        for t in reader.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape))  # numpy order: (n_out, n_in)
+            if t.name in pairs:
+                out_type = np.dtype(np.float32 if t.tensor_type == T.F32 else np.float16)
+                w.add_tensor_info(t.name, shape, out_type, int(np.prod(shape)) * out_type.itemsize)
+            else:
+                raw = t.tensor_type not in (T.F32, T.F16)
+                w.add_tensor_info(
+                    t.name,
+                    t.data.shape,
+                    np.dtype(np.uint8) if raw else t.data.dtype,
+                    int(t.n_bytes),
+                    raw_dtype=t.tensor_type if raw else None,
+                )
+            plan.append((t, shape))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for i, (t, shape) in enumerate(plan):
+            if t.name in pairs:
+                a, b = pairs[t.name]
+                merged = gguf_quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+                merged += (scale * alpha / a.shape[0]) * (b @ a)
+                w.write_tensor_data(merged.astype(np.float32 if t.tensor_type == T.F32 else np.float16))
+            else:
+                w.write_tensor_data(t.data)
+            if progress:
+                progress(i + 1, len(plan))
     return out
 
 

@@ -177,7 +177,7 @@ class Checkpoint:
         os.replace(tmp_meta, self.meta_path)
 
     def load(self, model: Any, optimizer: torch.optim.Optimizer) -> _State:
-        tensors = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        tensors = torch.load(self.state_path, map_location="cpu", weights_only=True)  # no pickled code
         params = dict(model.named_parameters())
         with torch.no_grad():
             for k, v in tensors["adapter"].items():

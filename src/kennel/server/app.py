@@ -116,7 +116,13 @@ def create_app(
     app.include_router(ollama_routes.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
-    return Front(app, max_body=settings.max_body_mib << 20, body_timeout=settings.body_timeout)  # type: ignore[return-value]
+    return Front(  # type: ignore[return-value]
+        app,
+        max_body=settings.max_body_mib << 20,
+        body_timeout=settings.body_timeout,
+        origins=tuple(settings.cors_origins),
+        loopback=settings.is_loopback(),
+    )
 
 
 def _scheduled_checkups(

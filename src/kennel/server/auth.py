@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from kennel.errors import AuthError, ForbiddenError
+from kennel.errors import AuthError, StoreApiError
 from kennel.server.keys import ApiKey
 from kennel.server.state import AppState
 
@@ -48,12 +48,22 @@ def check_key(request: Request, key: ApiKey | None, model: str) -> None:
     state.limiter.check(key.name, key.rpm, time.monotonic())
 
 
-def require_admin(key: ApiKey | None) -> None:
-    """Changing the store (pull, delete, copy) needs a key without a model list: kennel has no
-    roles, and a key limited to some models must not add or remove any. Without keys (loopback)
-    it is open, like the rest of the server."""
+def require_store_api(request: Request, key: ApiKey | None) -> None:
+    """Changing the store (Ollama's pull, delete, copy) is on by default only for a server without
+    keys (loopback, one person's machine). With keys in use it takes ``store_api: true``, and then
+    a key without a model list: kennel has no roles yet, and an ordinary key must not add or remove
+    models for everyone."""
+    state: AppState = request.app.state.kennel
+    enabled = state.settings.store_api
+    if enabled is None:
+        enabled = key is None
+    if not enabled:
+        raise StoreApiError(
+            "This server does not let API clients change its model store (pull, delete, copy).",
+            hint="Run `kennel pull` / `kennel rm` on the server, or set store_api: true in its config.",
+        )
     if key is not None and key.models:
-        raise ForbiddenError(
+        raise StoreApiError(
             f"The key {key.name!r} may use only some models; it may not change the model store.",
             hint="Use a key created without --model (`kennel keys create NAME`), "
             "or run `kennel pull` on the server.",

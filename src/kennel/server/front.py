@@ -1,19 +1,26 @@
 """The ASGI layer in front of the routes, for what must hold before a route runs or whatever it
 does: every API body read as JSON, a cap on its size (413) and on the time to send it (408), and
 a request-log line for every API request, the refused ones included (a 401 names why the key
-failed), so key guessing and bad clients show in the log."""
+failed), so key guessing and bad clients show in the log.
+
+It also keeps web pages out (403). A browser sends a page's cross-site POST with an ``Origin``
+header and without a CORS preflight when the body is "text/plain", and a keyless loopback server
+would act on it (a pull that fills the disk, a model copied). So an ``Origin`` that is not in
+``cors_origins`` is refused. On a loopback bind, a ``Host`` that is not a loopback name is refused
+too: that is a page on a rebound DNS name reading the answers."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kennel.errors import RequestTimeoutError, RequestTooLargeError
-from kennel.server.http_errors import dialect_of, kennel_error_body
+from kennel.errors import ForbiddenError, KennelError, RequestTimeoutError, RequestTooLargeError
+from kennel.server.http_errors import dialect_of, kennel_error_body, status_of_error
 
 log = logging.getLogger("kennel.requests")
 API = ("/v1/", "/rerank", "/kennel/", "/api/")
@@ -26,12 +33,51 @@ def log_request(scope_state: dict[str, Any], fields: dict[str, Any]) -> None:
     log.info(json.dumps(fields))
 
 
+def _loopback_host(host: bytes) -> bool:
+    name = host.decode("latin-1").strip().lower()
+    if name.startswith("["):  # [::1]:8484
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class Front:
-    def __init__(self, app: Any, *, max_body: int, body_timeout: float) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        max_body: int,
+        body_timeout: float,
+        origins: tuple[str, ...] = (),
+        loopback: bool = False,
+    ) -> None:
         self.app = app
         self.state = app.state  # create_app's callers reach app.state through the front
         self.max_body = max_body
         self.body_timeout = body_timeout
+        self.origins = origins  # the CORS origins the operator allowed; "*" allows any
+        self.loopback = loopback
+
+    def _foreign(self, scope: Any) -> ForbiddenError | None:
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if origin is not None and "*" not in self.origins and origin.decode("latin-1") not in self.origins:
+            return ForbiddenError(
+                "Requests from web pages are refused unless their origin is allowed.",
+                hint="Add the page's origin to cors_origins in the serve config.",
+            )
+        if self.loopback and not _loopback_host(headers.get(b"host", b"localhost")):
+            return ForbiddenError(
+                "This server listens on loopback only and answers only loopback names.",
+                hint="Use http://127.0.0.1 or http://localhost; to serve a network, bind --host with keys.",
+            )
+        return None
 
     async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Message]], send: Any) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(API):
@@ -45,6 +91,11 @@ class Front:
             if message["type"] == "http.response.start":
                 started["status"] = message["status"]
             await send(message)
+
+        if (foreign := self._foreign(scope)) is not None:
+            await self._refuse(sending, foreign, scope["path"])
+            self._log(scope, started, t0)
+            return
 
         if scope["method"] in ("POST", "DELETE"):  # Ollama's /api/delete sends a body too
             # curl -d sends a form Content-Type; every API body is JSON
@@ -102,12 +153,12 @@ class Front:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
-    async def _refuse(self, send: Any, exc: RequestTimeoutError | RequestTooLargeError, path: str) -> None:
+    async def _refuse(self, send: Any, exc: KennelError, path: str) -> None:
         body = json.dumps(kennel_error_body(exc, dialect_of(path))).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": exc.status_code,
+                "status": status_of_error(exc),
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
             }
         )

@@ -39,6 +39,7 @@ from kennel.errors import (
     RemoteError,
     RequestTimeoutError,
     RequestTooLargeError,
+    StoreApiError,
     StoreError,
 )
 
@@ -89,6 +90,7 @@ ERROR_TABLE: dict[type[KennelError], ErrorKind] = {
     RequestTimeoutError: ErrorKind("invalid_request_error", "request_timeout", "invalid_request_error"),
     RequestTooLargeError: ErrorKind("invalid_request_error", "request_too_large", "request_too_large"),
     AuthError: ErrorKind("authentication_error", "invalid_api_key", "authentication_error"),
+    StoreApiError: ErrorKind("permission_error", "store_api_not_allowed", "permission_error"),
     ForbiddenError: ErrorKind("permission_error", "model_not_allowed", "permission_error"),
     RateLimitError: ErrorKind("rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
     QueueFullError: ErrorKind("rate_limit_error", "queue_full", "rate_limit_error"),

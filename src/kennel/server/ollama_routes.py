@@ -26,7 +26,7 @@ from kennel.catalog.ollama_names import ollama_to_catalog
 from kennel.engines.base import Engine
 from kennel.errors import InvalidRequestError, KennelError, ServingError
 from kennel.server import ollama_store
-from kennel.server.auth import Key, check_key, require_admin
+from kennel.server.auth import Key, check_key, require_store_api
 from kennel.server.front import log_request
 from kennel.server.generation import (
     Framing,
@@ -301,7 +301,7 @@ async def show(body: ModelBody, request: Request, key: Key) -> dict[str, Any]:
     modelfile = [f"# Served by kennel as {model}", f"FROM {spec.plan.model}"]
     modelfile += [f'TEMPLATE """{f.template}"""'] if f.template else []
     modelfile += [f"PARAMETER {line}" for line in lines]
-    modelfile += [f'SYSTEM """{profile.system}"""'] if profile and profile.system else []
+    # the operator's system prompt stays private (the guard's canary and system_policy rely on it)
     out: dict[str, Any] = {
         "license": "",
         "modelfile": "\n".join(modelfile) + "\n",
@@ -312,8 +312,6 @@ async def show(body: ModelBody, request: Request, key: Key) -> dict[str, Any]:
         "capabilities": caps,
         "modified_at": iso(f.modified_at),
     }
-    if profile and profile.system:
-        out["system"] = profile.system
     return out
 
 
@@ -341,7 +339,7 @@ def _account(request: Request, key: ApiKey | None, endpoint: str, model: str, st
 
 @router.post("/api/pull", response_model=None)
 async def pull(body: PullBody, request: Request, key: Key) -> Any:
-    require_admin(key)
+    require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
     home = _home(state)
     try:
@@ -384,7 +382,7 @@ async def pull(body: PullBody, request: Request, key: Key) -> Any:
 
 @router.delete("/api/delete", response_model=None)
 async def delete(body: ModelBody, request: Request, key: Key) -> Response:
-    require_admin(key)
+    require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
     try:
         await asyncio.to_thread(ollama_store.delete, _home(state), body.ref)
@@ -397,7 +395,7 @@ async def delete(body: ModelBody, request: Request, key: Key) -> Response:
 
 @router.post("/api/copy", response_model=None)
 async def copy(body: CopyBody, request: Request, key: Key) -> Response:
-    require_admin(key)
+    require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
     try:
         await asyncio.to_thread(ollama_store.copy, _home(state), body.source, body.destination)

@@ -15,6 +15,7 @@ import hashlib
 import threading
 import time
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,8 +94,12 @@ async def pull_lines(home: KennelHome, target: PullTarget) -> AsyncGenerator[dic
             task.exception()  # read here: when the client has left, nobody else will
         queue.put_nowait(None)  # after every line the thread sent: they were queued before
 
-    task = asyncio.ensure_future(asyncio.to_thread(run))
+    # a thread of its own: a download holds it for minutes, and the loop's default threads serve
+    # the keys-file watcher, long guard scans and the other store calls meanwhile
+    own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kennel-pull")
+    task = asyncio.ensure_future(loop.run_in_executor(own, run))
     task.add_done_callback(finished)
+    own.shutdown(wait=False)  # the thread ends with the download
     try:
         yield {"status": "pulling manifest"}
         while (line := await queue.get()) is not None:
@@ -129,11 +134,18 @@ def store_ref(store: Store, name: str) -> str:
 
 
 def delete(home: KennelHome, name: str) -> str:
-    """Remove the model (or the tag) ``name`` names; refused while a server has it loaded."""
+    """Remove the version ``name`` names (a bare name: its ``latest``) with every tag on it, as
+    `ollama rm` removes what one name pulled; refused while a server has it loaded. Other
+    versions and their tags (a fine-tuned candidate, `prod` elsewhere) stay: the whole model goes
+    only by `kennel rm NAME` on the server."""
     with Store.open(home) as store:
-        ref = store_ref(store, name)
-        execute_rm(store, plan_rm(store, ref), actor=ACTOR, message="deleted through the Ollama API")
-        return ref
+        ref = parse_ref(store_ref(store, name))
+        version = store.resolve(ref).version
+        on_it = [t for t, v in store.tags(ref.name).items() if v == version]
+        # each tag's removal drops the version with the last tag that names it
+        for target in [f"{ref.name}:{t}" for t in on_it] or [f"{ref.name}@{version}"]:
+            execute_rm(store, plan_rm(store, target), actor=ACTOR, message="deleted through the Ollama API")
+        return f"{ref.name}@{version}"
 
 
 def copy(home: KennelHome, source: str, destination: str) -> str:

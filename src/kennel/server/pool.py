@@ -195,16 +195,17 @@ class Pool:
                     hint="Retry when they are idle, unpin one, or lower max loaded models' contexts.",
                     retry_after=10.0,
                 )
-            await self.unload(min(idle, key=lambda s: s.last_used))
+            await self.unload(min(idle, key=lambda s: s.last_used), only_idle=True)
 
-    async def unload(self, slot: Slot) -> None:
+    async def unload(self, slot: Slot, *, only_idle: bool = False) -> None:
         """Unload in a task of the pool's own, so a caller that is cancelled cannot leave the
-        slot marked free while its engine still holds memory."""
-        await asyncio.shield(asyncio.ensure_future(self._unload(slot)))
+        slot marked free while its engine still holds memory. ``only_idle``: not if a request
+        arrived since the caller saw the slot idle (it would lose its engine mid-answer)."""
+        await asyncio.shield(asyncio.ensure_future(self._unload(slot, only_idle)))
 
-    async def _unload(self, slot: Slot) -> None:
+    async def _unload(self, slot: Slot, only_idle: bool = False) -> None:
         async with slot.loading:
-            if slot.engine is None:
+            if slot.engine is None or (only_idle and (slot.running or slot.waiting)):
                 return
             engine, slot.engine, slot.state = slot.engine, None, "unloading"  # still counted as used
             try:
@@ -224,8 +225,9 @@ class Pool:
                 and not s.spec.pinned
                 and now >= s.expires_at
             ):
-                await self.unload(s)
-                gone.append(s.spec.name)
+                await self.unload(s, only_idle=True)
+                if s.engine is None:
+                    gone.append(s.spec.name)
         return gone
 
     def _reaped(self, task: asyncio.Task[list[str]]) -> None:

@@ -97,6 +97,11 @@ class ServeSettings(BaseSettings):
         le=65535,
         description="A second port for the same server (11434: Ollama's), so Ollama clients work unchanged.",
     )
+    store_api: bool | None = Field(
+        default=None,
+        description="Let API clients pull, delete and copy models (Ollama's /api/pull...): default "
+        "on without keys, off with keys; true lets keys without a model list do it.",
+    )
     models: list[ModelEntry] = Field(default_factory=list)
     max_loaded: int = Field(default=4, ge=1, description="Most models loaded at once.")
     max_queue: int = Field(default=32, ge=1, description="Requests queued or running per model before 429.")
