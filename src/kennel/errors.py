@@ -140,6 +140,10 @@ class ForbiddenError(KennelError):
     status_code = 403
 
 
+class ForeignRequestError(ForbiddenError):
+    """A web page's request (an Origin not allowed) or a non-loopback Host on a loopback bind."""
+
+
 class StoreApiError(ForbiddenError):
     """An API client asked to change the model store where that is not allowed."""
 

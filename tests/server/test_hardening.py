@@ -102,7 +102,7 @@ def test_an_oversize_body_is_refused_before_it_is_read(server: str) -> None:
 def test_a_body_sent_too_slowly_gets_408(server: str) -> None:
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
         s.settimeout(10)
         reply = s.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 408") and "request_timeout" in reply

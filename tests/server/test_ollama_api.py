@@ -108,7 +108,9 @@ def test_format_as_a_json_schema(client: ollama.Client) -> None:
         options={"num_predict": 100, "temperature": 0},
     )
     assert schema_error(json.loads(r.message.content or ""), WEATHER) is None
-    j = client.generate(model="tools", prompt="A JSON object:", format="json", options={"num_predict": 60})
+    j = client.generate(
+        model="tools", prompt="A JSON object:", format="json", options={"num_predict": 100, "temperature": 0}
+    )
     assert isinstance(json.loads(j.response or ""), dict)
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kennel.errors import ForbiddenError, KennelError, RequestTimeoutError, RequestTooLargeError
+from kennel.errors import ForeignRequestError, KennelError, RequestTimeoutError, RequestTooLargeError
 from kennel.server.http_errors import dialect_of, kennel_error_body, status_of_error
 
 log = logging.getLogger("kennel.requests")
@@ -64,16 +64,16 @@ class Front:
         self.origins = origins  # the CORS origins the operator allowed; "*" allows any
         self.loopback = loopback
 
-    def _foreign(self, scope: Any) -> ForbiddenError | None:
+    def _foreign(self, scope: Any) -> ForeignRequestError | None:
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
         if origin is not None and "*" not in self.origins and origin.decode("latin-1") not in self.origins:
-            return ForbiddenError(
+            return ForeignRequestError(
                 "Requests from web pages are refused unless their origin is allowed.",
                 hint="Add the page's origin to cors_origins in the serve config.",
             )
         if self.loopback and not _loopback_host(headers.get(b"host", b"localhost")):
-            return ForbiddenError(
+            return ForeignRequestError(
                 "This server listens on loopback only and answers only loopback names.",
                 hint="Use http://127.0.0.1 or http://localhost; to serve a network, bind --host with keys.",
             )
