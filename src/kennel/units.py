@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from kennel.errors import InvalidOptionError
@@ -69,3 +70,9 @@ def parse_duration(value: str | float) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h or -1") from None
+
+
+def at_least_one(x: float) -> int:
+    """How many whole things carry ``x`` of them: rounded up, at least one, and a ratio a float
+    error puts a hair above a whole number (3.0000000001 boxes) is that number."""
+    return max(1, math.ceil(x - 1e-9))

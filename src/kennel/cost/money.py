@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from kennel.cost.workload import HOURS_PER_MONTH
 from kennel.errors import InvalidOptionError
+from kennel.units import at_least_one
 
 UPKEEP_PER_YEAR = 0.10  # of the purchase price: the usual hardware support contract is 10-20%/year
 LIFETIME_YEARS = 3
@@ -138,7 +139,7 @@ def break_even_month(purchase: float, running_per_month: float, alternative_per_
     if saving <= 0:
         return None
     # a hair over an integer is that integer: float noise must not add a month
-    return max(1, math.ceil(purchase / saving - 1e-9))
+    return at_least_one(purchase / saving)
 
 
 def cumulative(purchase: float, running_per_month: float, months: int) -> list[float]:

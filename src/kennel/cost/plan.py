@@ -8,7 +8,6 @@ the pick, however cheap.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -30,6 +29,7 @@ from kennel.cost.money import (
 from kennel.cost.prices import ApiPrice
 from kennel.cost.setups import Setup
 from kennel.cost.workload import Targets, Workload
+from kennel.units import at_least_one
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def cost_option(
     """Boxes for the peak, utilisation, and money for one setup under one load."""
     if capacity.meets:
         # a hair over an integer is that integer: 2.0000001 boxes of float noise is still 2
-        boxes = max(1, math.ceil(workload.peak_rps / capacity.rps - 1e-9))
+        boxes = at_least_one(workload.peak_rps / capacity.rps)
         capacity_rps = boxes * capacity.rps
         peak_u = workload.peak_rps / capacity_rps
         avg_u = workload.month_rps / capacity_rps
@@ -251,7 +251,7 @@ def grow(report: CostReport, bought: Sequence[tuple[Setup, Capacity]], rate: flo
     boxes_then = pick.boxes
     one_more: int | None = None
     if runs_out is not None:
-        boxes_then = max(1, math.ceil(peak * (1 + rate) ** runs_out / per_box - 1e-9))
+        boxes_then = at_least_one(peak * (1 + rate) ** runs_out / per_box)
         one_more = months_until_full((pick.boxes + 1) * per_box, peak, rate, horizon)
     # what to plan for next: the load a year after the pick runs out (or at the horizon's end)
     month = min(runs_out + 12, horizon) if runs_out is not None else horizon

@@ -9,10 +9,10 @@ minimum tokens per second) that is ``peak_rps x (ttft_p95 + output_tokens / min_
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from kennel.errors import InvalidOptionError
+from kennel.units import at_least_one
 
 HOURS_PER_MONTH = 730.0  # 8760 / 12: machines run (and draw power) around the clock
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
@@ -191,5 +191,5 @@ class Workload:
             f"{self.peak_factor:g}x that: {self.peak_rps:.3f} requests/s",
             f"in flight at the peak (Little's law): {self.peak_rps:.3f}/s x ({targets.ttft_p95_s:g} s to the "
             f"first token + {self.output_tokens} tokens / {targets.min_tok_s:g} tok/s) = {in_flight:.1f} "
-            f"-> {max(1, math.ceil(in_flight - 1e-9))} requests at once at most",
+            f"-> {at_least_one(in_flight)} requests at once at most",
         ]

@@ -9,12 +9,12 @@ adds replicas on the queue, and the range's maximum is what it may reach.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from kennel.errors import InvalidOptionError
 from kennel.fit.throughput import Throughput
+from kennel.units import at_least_one
 
 MAX_REPLICAS = 1000  # a typo guard, not a cluster limit
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(?:\.\.|-|:)\s*(\d+)\s*)?$")
@@ -108,7 +108,7 @@ def scale_out(load: Load, tp: Throughput, asked: Replicas) -> ScaleOut:
     else:
         return ScaleOut(0.0, tp.rps, 0, asked, False, tuple(lines))
     # a hair under an integer is that integer: 4.0000001 replicas of float noise is still 4
-    needed = max(1, math.ceil(rps / tp.rps - 1e-9))
+    needed = at_least_one(rps / tp.rps)
     lines.append(f"replicas = ceil({rps:.2f} / {tp.rps:.2f}) = {needed}")
     replicas = asked
     if needed > asked.max:

@@ -25,7 +25,14 @@ from kennel.errors import InvalidRequestError
 from kennel.server.auth import Key, check_key
 from kennel.server.blocks import Added, Block, BlockEvent, Blocks, Opened, answer_blocks, arguments_object
 from kennel.server.generation import Framing, Generation
-from kennel.server.protocol import _FUNCTION_NAME, MAX_TOKENS_LIMIT, check_logit_bias, merge_sampling
+from kennel.server.protocol import (
+    _FUNCTION_NAME,
+    MAX_TOKENS_LIMIT,
+    bias_pairs,
+    check_logit_bias,
+    check_tools,
+    merge_sampling,
+)
 from kennel.server.protocol import _Body as Body
 from kennel.store.profile import Sampling as ProfileSampling
 
@@ -163,14 +170,12 @@ class MessagesRequest(Body):
 
     @model_validator(mode="after")
     def _tools(self) -> MessagesRequest:
-        names = [t.name for t in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools: two tools share a name")
         choice = self.tool_choice
-        if choice is not None and choice.type == "tool" and choice.name not in names:
-            raise ValueError(f"tool_choice names {choice.name!r}, which is not in tools")
-        if choice is not None and choice.type == "any" and not names:
-            raise ValueError("tool_choice 'any' needs tools")
+        check_tools(
+            [t.name for t in self.tools or ()],
+            named=choice.name if choice is not None and choice.type == "tool" else None,
+            required="any" if choice is not None and choice.type == "any" else None,
+        )
         return self
 
     def system_text(self) -> str:
@@ -192,7 +197,7 @@ class MessagesRequest(Body):
                 seed=self.seed,
                 stop=self.stop_sequences,
                 max_tokens=self.max_tokens,
-                logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+                logit_bias=bias_pairs(self.logit_bias),
                 json_schema=json.dumps(fmt.schema_) if fmt else None,
             ),
             messages=(*((Message("system", system),) if system else ()), *_messages(self.messages)),

@@ -19,7 +19,7 @@ from pydantic import Field, StrictBool, field_validator
 
 from kennel.engines.base import Answer, Delta, Message, Request, Sampling, Tool, ToolCall
 from kennel.server.blocks import arguments_object, new_call_id
-from kennel.server.protocol import MAX_TOKENS_LIMIT, FunctionDef, merge_sampling
+from kennel.server.protocol import MAX_TOKENS_LIMIT, FunctionDef, check_tools, merge_sampling
 from kennel.server.protocol import _Body as Body
 from kennel.store.profile import Sampling as ProfileSampling
 from kennel.store.profile import SamplingFields
@@ -99,9 +99,7 @@ class ChatBody(_Generating):
     tools: list[OllamaTool] | None = Field(default=None, max_length=128)
 
     def to_request(self, defaults: ProfileSampling) -> Request:
-        names = [t.function.name for t in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools: two functions share a name")
+        check_tools([t.function.name for t in self.tools or ()])
         return Request(
             sampling=self.sampling(defaults),
             messages=_messages(self.messages),

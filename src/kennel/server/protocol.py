@@ -19,6 +19,22 @@ MAX_TOKENS_LIMIT = 1 << 20
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
+def check_tools(names: list[str], *, named: str | None = None, required: str | None = None) -> None:
+    """One rule for every API's tools: names are unique, a named choice is among them, and a
+    choice that requires a call (``required`` says how the API spells it) has tools to call."""
+    if len(set(names)) != len(names):
+        raise ValueError("tools: two functions share a name")
+    if named is not None and named not in names:
+        raise ValueError(f"tool_choice names {named!r}, which is not in tools")
+    if required is not None and not names:
+        raise ValueError(f"tool_choice {required!r} needs tools")
+
+
+def bias_pairs(v: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """logit_bias as checked by ``check_logit_bias``, as the engine takes it."""
+    return tuple((int(k), float(b)) for k, b in (v or {}).items())
+
+
 def check_logit_bias(v: dict[str, float] | None) -> dict[str, float] | None:
     """One rule for every API that takes logit_bias: token ids (as strings) to [-100, 100]."""
     for k, b in (v or {}).items():
@@ -165,7 +181,7 @@ class _Sampled(_Body, SamplingFields):
             seed=self.seed,
             stop=self.stop,
             max_tokens=self.max_completion_tokens or self.max_tokens,
-            logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+            logit_bias=bias_pairs(self.logit_bias),
             json_schema=schema,
             json_mode=json_mode,
             logprobs=logprobs,
@@ -253,14 +269,12 @@ class ChatRequest(_Sampled):
 
     @model_validator(mode="after")
     def _tools(self) -> ChatRequest:
-        names = [t.function.name for t in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools: two functions share a name")
         choice = self.tool_choice
-        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
-        if choice == "required" and not names:
-            raise ValueError("tool_choice 'required' needs tools")
+        check_tools(
+            [t.function.name for t in self.tools or ()],
+            named=choice.function.name if isinstance(choice, NamedToolChoice) else None,
+            required="required" if choice == "required" else None,
+        )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         return self

@@ -27,7 +27,14 @@ from kennel.server.auth import Key, check_key
 from kennel.server.blocks import Added, Block, BlockEvent, Blocks, Opened, answer_blocks
 from kennel.server.generation import Framing, Generation
 from kennel.server.http_errors import kennel_error_body
-from kennel.server.protocol import _FUNCTION_NAME, MAX_TOKENS_LIMIT, check_logit_bias, merge_sampling
+from kennel.server.protocol import (
+    _FUNCTION_NAME,
+    MAX_TOKENS_LIMIT,
+    bias_pairs,
+    check_logit_bias,
+    check_tools,
+    merge_sampling,
+)
 from kennel.server.protocol import _Body as Body
 from kennel.store.profile import Sampling as ProfileSampling
 
@@ -117,14 +124,12 @@ class ResponsesRequest(Body):
 
     @model_validator(mode="after")
     def _tools(self) -> ResponsesRequest:
-        names = [t.name for t in self.tools or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("tools: two functions share a name")
         choice = self.tool_choice
-        if isinstance(choice, NamedFunction) and choice.name not in names:
-            raise ValueError(f"tool_choice names {choice.name!r}, which is not in tools")
-        if choice == "required" and not names:
-            raise ValueError("tool_choice 'required' needs tools")
+        check_tools(
+            [t.name for t in self.tools or ()],
+            named=choice.name if isinstance(choice, NamedFunction) else None,
+            required="required" if choice == "required" else None,
+        )
         return self
 
     def to_request(self, defaults: ProfileSampling) -> InternalRequest:
@@ -141,7 +146,7 @@ class ResponsesRequest(Body):
                 top_k=self.top_k,
                 seed=self.seed,
                 max_tokens=self.max_output_tokens,
-                logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+                logit_bias=bias_pairs(self.logit_bias),
                 json_schema=json.dumps(fmt.schema_) if fmt.type == "json_schema" else None,
                 json_mode=fmt.type == "json_object",
             ),
