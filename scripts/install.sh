@@ -140,6 +140,26 @@ if [ "$DEV" = 1 ]; then
       echo "install.sh: no apt-get here; install prometheus (with promtool) for the monitoring tests" >&2
     fi
   fi
+  # The web console's browser tests drive Debian's chromium through Playwright (Playwright's own
+  # browser download needs the internet). It is a real install (its libraries), so it takes root.
+  if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+      SUDO=""
+      if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
+      if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then
+        # a fresh machine may have no package lists yet: read them once, then try again
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+          || { $SUDO apt-get update -q >/dev/null 2>&1 \
+            && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+          || echo "install.sh: apt-get install chromium failed; the console's browser tests will be skipped" >&2
+      else
+        echo "install.sh: the console's browser tests need chromium: run 'sudo apt-get install chromium'" \
+          "(they are skipped until then)" >&2
+      fi
+    else
+      echo "install.sh: no apt-get here; install chromium for the console's browser tests (skipped until then)" >&2
+    fi
+  fi
 elif [ "$FINETUNE" = 1 ]; then
   "$VPY" -m pip install --quiet -e ".[finetune]"
 else

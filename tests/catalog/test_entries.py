@@ -7,7 +7,16 @@ import re
 
 import pytest
 
-from kennel.catalog.entries import TASKS, entries, get, license_of, licenses, select
+from kennel.catalog.entries import (
+    TASKS,
+    classifiers,
+    entries,
+    find_classifier,
+    get,
+    license_of,
+    licenses,
+    select,
+)
 from kennel.errors import ModelNotFoundError
 from kennel.fit.quant import GGUF_SCHEMES
 
@@ -71,7 +80,7 @@ def test_licence_sources_and_metadata(entry) -> None:  # type: ignore[no-untyped
 
 
 def test_every_licence_is_used_and_explained() -> None:
-    used = {e.license for e in ALL}
+    used = {e.license for e in ALL} | {c.license for c in classifiers()}
     assert used == set(licenses())
     llama = licenses()["llama3.1"]
     assert llama.commercial == "conditional" and "700 million" in llama.conditions
@@ -102,3 +111,14 @@ def test_unknown_name_suggests() -> None:
         get("lama-3.1-8b")
     assert "llama-3.1-8b" in (exc.value.hint or "")
     assert get(" Llama-3.1-8B ").name == "llama-3.1-8b"
+
+
+def test_guard_models_and_classifiers() -> None:
+    guards = {e.name for e in select(task="guard")}
+    assert guards == {"qwen3guard-0.6b", "llama-guard-3-1b"} and all(get(n).guard_only for n in guards)
+    assert not guards & {e.name for e in select(task="chat")}
+    names = {c.name for c in classifiers()}
+    assert names == {"prompt-guard-2-86m", "deberta-v3-prompt-injection-v2"}
+    pg = find_classifier(" Prompt-Guard-2-86M ")
+    assert pg is not None and pg.gated and licenses()[pg.license].url.startswith("https://")
+    assert {"en", "fr"} <= set(pg.languages) and find_classifier("llama-3.1-8b") is None

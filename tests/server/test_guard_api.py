@@ -83,8 +83,8 @@ def test_block_mode(server: str) -> None:
     streamed = _chat(server, BENIGN, stream=True).text
     assert "kn-canary" not in streamed and '"finish_reason": "content_filter"' in streamed
     metrics = httpx.get(server + "/metrics").text
-    assert 'kennel_guard_decisions_total{decision="blocked",model="m"} 1.0' in metrics
-    assert 'kennel_guard_decisions_total{decision="canary_leak",model="m"} 2.0' in metrics
+    assert 'kennel_guard_decisions_total{decision="blocked",model="m",stage="heuristics"} 1.0' in metrics
+    assert 'kennel_guard_decisions_total{decision="canary_leak",model="m",stage="canary"} 2.0' in metrics
     assert 'kennel_requests_total{endpoint="chat",model="m",status="400"} 1.0' in metrics
 
 
@@ -94,7 +94,7 @@ def test_flag_mode(server: str) -> None:
     assert r.status_code == 200 and r.headers["X-Kennel-Guard"].startswith("flagged")
     assert _chat(server, INJECTION, stream=True).headers["X-Kennel-Guard"].startswith("flagged")
     assert "X-Kennel-Guard" not in _chat(server, BENIGN).headers
-    assert 'decision="flagged",model="m"} 2.0' in httpx.get(server + "/metrics").text
+    assert 'decision="flagged",model="m",stage="heuristics"} 2.0' in httpx.get(server + "/metrics").text
 
 
 @pytest.mark.parametrize("server", ["log"], indirect=True)
@@ -103,7 +103,7 @@ def test_log_mode_counts_but_never_interferes(server: str) -> None:
     assert r.status_code == 200 and "X-Kennel-Guard" not in r.headers
     assert "kn-canary" not in r.json()["choices"][0]["message"]["content"]  # no canary outside flag/block
     assert (
-        'kennel_guard_decisions_total{decision="suspicious",model="m"} 1.0'
+        'kennel_guard_decisions_total{decision="suspicious",model="m",stage="heuristics"} 1.0'
         in httpx.get(server + "/metrics").text
     )
 

@@ -133,7 +133,11 @@ def test_only_the_hash_is_stored(keys: KeyStore, kennel_home: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
     with KeyStore.open(KennelHome(kennel_home)) as again:  # reopening applies no migration twice
         assert again.verify(secret).name == "ci"
-        assert [r[0] for r in again.conn.execute("SELECT name FROM migrations")] == ["001_keys", "002_guard"]
+        assert [r[0] for r in again.conn.execute("SELECT name FROM migrations")] == [
+            "001_keys",
+            "002_guard",
+            "003_role",
+        ]
 
 
 def test_keys_db_from_a_newer_kennel_is_refused(keys: KeyStore, kennel_home: Path) -> None:

@@ -82,7 +82,18 @@ def test_export_holds_hashes_only_and_verifies_like_keys_db(keys: KeyStore, tmp_
     assert [k["name"] for k in doc["keys"]] == ["ci", "ops"]  # the revoked key is left out
     assert doc["keys"][0]["sha256"] == hash_secret(ci_secret)
     assert set(doc["keys"][0]) == {
-        *("name", "prefix", "sha256", "models", "rpm", "expires_at", "guard", "created_at", "created_by")
+        *(
+            "name",
+            "prefix",
+            "sha256",
+            "models",
+            "rpm",
+            "expires_at",
+            "guard",
+            "role",
+            "created_at",
+            "created_by",
+        )
     }
     assert not list(tmp_path.glob(".keys.json.*"))  # no temporary file left behind
 

@@ -24,8 +24,8 @@ from kennel.fit.quant import GGUF_SCHEMES, tensor_types, weights_bytes
 from kennel.model.hf_config import shape_from_config
 from kennel.model.shape import ModelShape
 
-Task = Literal["chat", "reasoning", "coding", "writing", "embedding"]
-TASKS: tuple[str, ...] = ("chat", "reasoning", "coding", "writing", "embedding")
+Task = Literal["chat", "reasoning", "coding", "writing", "embedding", "guard"]
+TASKS: tuple[str, ...] = ("chat", "reasoning", "coding", "writing", "embedding", "guard")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 DEFAULT_GGUF_QUANTS = ("Q2_K", "Q3_K_M", "IQ4_XS", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
@@ -126,11 +126,40 @@ class CatalogEntry(BaseModel):
     def embedding_only(self) -> bool:
         return self.tasks == ("embedding",)
 
+    @property
+    def guard_only(self) -> bool:
+        """A guard model (`kennel serve --guard-model`): it classifies, it does not chat."""
+        return self.tasks == ("guard",)
+
+
+class ClassifierEntry(BaseModel):
+    """A prompt-injection classifier for the guard's second stage (`kennel serve
+    --guard-classifier NAME`), run with onnxruntime on the CPU: pulled with its ONNX export when
+    the repo has one, else exported from its safetensors at pull time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    title: str
+    hf_repo: str
+    params_b: float = Field(gt=0)
+    released: str
+    license: str
+    languages: tuple[str, ...]
+    gated: bool = Field(default=False, description="The repo asks you to accept its licence (HF_TOKEN).")
+    note: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return CatalogEntry._name(v)
+
 
 class _Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
     licenses: dict[str, License]
     models: tuple[CatalogEntry, ...]
+    classifiers: tuple[ClassifierEntry, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -147,6 +176,15 @@ def _shape(name: str) -> ModelShape:
 
 def entries() -> tuple[CatalogEntry, ...]:
     return _catalog().models
+
+
+def classifiers() -> tuple[ClassifierEntry, ...]:
+    return _catalog().classifiers
+
+
+def find_classifier(name: str) -> ClassifierEntry | None:
+    key = name.strip().lower()
+    return next((c for c in classifiers() if c.name == key), None)
 
 
 def licenses() -> dict[str, License]:

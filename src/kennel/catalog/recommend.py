@@ -166,7 +166,7 @@ def recommend(
     candidates = [
         e
         for e in select(task=task, lang=lang, commercial=commercial)
-        if task == "embedding" or not e.embedding_only
+        if (task == "embedding" or not e.embedding_only) and (task == "guard" or not e.guard_only)
     ]
     if not candidates:
         raise InvalidOptionError(

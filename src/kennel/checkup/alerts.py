@@ -122,6 +122,18 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
+class DeliveryAttempt:
+    """One try at delivering an alert to a channel (its label: no secrets)."""
+
+    channel: str
+    attempt: int
+    at: str
+    ok: bool
+    status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class UndeliveredAlert:
     """An alert that no attempt delivered to ``channel`` (a Channel.label), or, with ``channel``
     None, one that no delivery was ever tried for (no channels, or the process died first)."""
@@ -243,6 +255,40 @@ class AlertState:
             )
             for r in rows
         ]
+
+    def recent(self, limit: int = 20) -> list[tuple[Alert, list[DeliveryAttempt]]]:
+        """The last ``limit`` alerts raised, newest first, each with its delivery attempts in order
+        (none: no channel was configured, or the process died before delivering)."""
+        rows = self.conn.execute(
+            "SELECT id, kind, subject, text, at, failures FROM alerts ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        out: list[tuple[Alert, list[DeliveryAttempt]]] = []
+        for r in rows:
+            attempts = self.conn.execute(
+                "SELECT channel, attempt, at, ok, status, error FROM deliveries"
+                " WHERE alert_id = ? ORDER BY id",
+                (r["id"],),
+            ).fetchall()
+            alert = Alert(
+                kind=r["kind"], subject=r["subject"], text=r["text"], at=r["at"], failures=r["failures"]
+            )
+            out.append(
+                (
+                    alert,
+                    [
+                        DeliveryAttempt(
+                            channel=a["channel"],
+                            attempt=a["attempt"],
+                            at=a["at"],
+                            ok=bool(a["ok"]),
+                            status=a["status"],
+                            error=a["error"],
+                        )
+                        for a in attempts
+                    ],
+                )
+            )
+        return out
 
     def _insert(self, alert: Alert) -> int:
         cur = self.conn.execute(

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +41,7 @@ class Target:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a log line or trace
     model_version: str = ""  # for a kennel store model: "<sha256 of the base GGUF, 12 hex>@<version>"
 
     @property

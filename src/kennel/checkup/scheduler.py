@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +92,7 @@ class Scheduled:
     suite: Path | None = None
     notify: tuple[str, ...] = ()
     fail_threshold: int = 3
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a log line or trace
 
 
 def run_once(job: Scheduled, base_url: str, home: KennelHome) -> RunResult:

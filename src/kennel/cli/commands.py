@@ -155,6 +155,11 @@ COMMANDS: tuple[CommandEntry, ...] = (
         "Golden-prompt checkups: run a suite of prompts with assertions against a served model.",
     ),
     CommandEntry(
+        "guard",
+        "kennel.cli.guard:guard_app",
+        "The prompt-injection guard's known attacks: add your own (add-example), list them (examples).",
+    ),
+    CommandEntry(
         "deploy",
         "kennel.cli.deploy:deploy_app",
         "Deploy `kennel serve` to a cluster: Kubernetes manifests sized by `kennel fit`.",

@@ -41,7 +41,7 @@ def _summary(key: ApiKey) -> str:
     models = ", ".join(key.models) if key.models else "all"
     rpm = f"{key.rpm}/min" if key.rpm is not None else "unlimited"
     expires = key.expires_at.isoformat(timespec="minutes") if key.expires_at else "never"
-    return f"models: {models}; requests: {rpm}; expires: {expires}"
+    return f"role: {key.role}; models: {models}; requests: {rpm}; expires: {expires}"
 
 
 @keys_app.command("create", cls=KennelCommand)
@@ -62,13 +62,24 @@ def create(
         "--guard",
         help="Prompt-injection guard for this key: off, log, flag or block (default: the model's).",
     ),
+    role: str = typer.Option(
+        "user",
+        "--role",
+        help="user: status and chat in the web console, and the API; admin: also changes things "
+        "(the console's admin pages, and Ollama's store API where store_api is on).",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Create an API key. Its secret is printed once: kennel keeps only a hash of it."""
     when = parse_expires(expires) if expires is not None else None
     with open_keys() as keys:
         key, secret = keys.create(
-            name, models=[*(model or []), *([models] if models else [])], rpm=rpm, expires=when, guard=guard
+            name,
+            models=[*(model or []), *([models] if models else [])],
+            rpm=rpm,
+            expires=when,
+            guard=guard,
+            role=role,
         )
     if json_out:
         print_json("keys.create", {"key": key.to_dict(), "secret": secret})
@@ -88,7 +99,7 @@ def ls(
     all_keys: bool = typer.Option(False, "--all", help="Include revoked keys."),
     json_out: bool = JSON,
 ) -> None:
-    """List API keys: name, prefix, models, limit, expiry, state. Never the secrets."""
+    """List API keys: name, prefix, role, models, limit, expiry, state. Never the secrets."""
     with open_keys() as keys:
         listed = keys.list(include_revoked=all_keys)
     now = utcnow()
@@ -99,7 +110,7 @@ def ls(
         console().print("No API keys. Create one: kennel keys create NAME")
         return
     t = Table(header_style="bold", box=None, pad_edge=False)
-    for col in ("name", "prefix", "models", "rpm", "expires", "state", "created", "by"):
+    for col in ("name", "prefix", "role", "models", "rpm", "expires", "state", "created", "by"):
         t.add_column(col, justify="right" if col == "rpm" else "left")
     for k in listed:
         state = k.state(now)
@@ -107,6 +118,7 @@ def ls(
         t.add_row(
             k.name,
             k.prefix + "…",
+            k.role,
             ", ".join(k.models) if k.models else "all",
             str(k.rpm) if k.rpm is not None else "-",
             k.expires_at.isoformat(timespec="minutes") if k.expires_at else "never",

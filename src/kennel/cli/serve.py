@@ -88,7 +88,34 @@ def serve(
         None, "--guard", help="Prompt-injection guard: off, log (default), flag or block."
     ),
     guard_classifier: Path | None = typer.Option(
-        None, "--guard-classifier", help="A local ONNX prompt-injection model folder (needs onnxruntime)."
+        None,
+        "--guard-classifier",
+        help="Second guard stage: an ONNX prompt-injection classifier, a folder or a pulled model "
+        "(`kennel pull prompt-guard-2-86m`; needs onnxruntime: the guard extra of kennel).",
+    ),
+    guard_model: str | None = typer.Option(
+        None,
+        "--guard-model",
+        help="Second guard stage: a guard model served alongside (qwen3guard-0.6b, llama-guard-3-1b).",
+    ),
+    guard_embedding_model: str | None = typer.Option(
+        None,
+        "--guard-embedding-model",
+        help="Second guard stage: an embedding model served alongside, compared with known attacks "
+        "(add your own with `kennel guard add-example`).",
+    ),
+    guard_budget_ms: float | None = typer.Option(
+        None, "--guard-budget-ms", help="Milliseconds the second guard stage may take (default 50)."
+    ),
+    guard_fail: str | None = typer.Option(
+        None,
+        "--guard-fail",
+        help="When the second stage times out or fails: open (default: let the request through) or closed.",
+    ),
+    guard_stage_threshold: float | None = typer.Option(
+        None,
+        "--guard-stage-threshold",
+        help="Score at which the second stage flags (default 0.5; similarity: cosine 0.85).",
     ),
     engine: str | None = typer.Option(
         None,
@@ -129,6 +156,11 @@ def serve(
         log_content=log_content,
         guard=guard,
         guard_classifier=guard_classifier,
+        guard_model=guard_model,
+        guard_embedding_model=guard_embedding_model,
+        guard_budget_ms=guard_budget_ms,
+        guard_fail=guard_fail,
+        guard_stage_threshold=guard_stage_threshold,
         engine=engine,
         llama_server_bin=llama_server_bin,
         nodes=nodes,
@@ -142,6 +174,7 @@ def serve(
     c.print(f"[bold]kennel serve[/] on {url}/v1 ({len(specs)} model{'s' if len(specs) != 1 else ''})")
     if settings.ollama_port:
         c.print(f"Ollama's API at {url}/api and on http://{settings.host}:{settings.ollama_port}")
+    c.print(f"Web console at {url}/ui")
     for s in specs:
         p = s.plan
         where = f"{p.gpu_layers} layers on GPU" if p.gpu_layers else f"CPU, {p.threads} threads"

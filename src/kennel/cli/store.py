@@ -122,7 +122,9 @@ def pull_cmd(
 
     Without :QUANT, a catalog model comes at the quantization `kennel recommend` picks for this machine.
     A repo without GGUF files but with config.json and *.safetensors is pulled as the files vLLM
-    loads (config, tokenizer, weights) and served with `--engine vllm` (the default for it).
+    loads (config, tokenizer, weights) and served with `--engine vllm` (the default for it). A
+    prompt-injection classifier (`kennel pull prompt-guard-2-86m`) is pulled with its ONNX export,
+    or exported at pull time, for `kennel serve --guard-classifier NAME`.
     """
     with status(f"Looking up {ref}…", enabled=not json_out):
         target = plan_pull(ref, file=file, revision=revision, name=name, default_quant=_default_quant)
@@ -138,6 +140,8 @@ def pull_cmd(
 
 
 def _parts(target: PullTarget) -> str:
+    if target.classifier:
+        return f", a prompt-injection classifier for `kennel serve --guard-classifier {target.name}`"
     if target.format == "transformers":
         return f", {len(target.files)} files for vLLM"
     return f", {len(target.files)} shards" if len(target.files) > 1 else ""

@@ -36,7 +36,13 @@ class OnnxClassifier:
                 hint="Point the guard at a local folder holding model.onnx and tokenizer.json "
                 "(an ONNX export of a prompt-injection classifier).",
             )
-        missing = [name for name in ("model.onnx", "tokenizer.json") if not (root / name).is_file()]
+        # an export at the top of the folder, or in onnx/ as Hugging Face repos keep one
+        onnx = next((p for p in (root / "model.onnx", root / "onnx" / "model.onnx") if p.is_file()), None)
+        missing = [
+            name
+            for name, p in (("model.onnx", onnx), ("tokenizer.json", root / "tokenizer.json"))
+            if p is None or not p.is_file()
+        ]
         if missing:
             raise ModelNotFoundError(
                 f"the classifier directory {root} has no {' or '.join(missing)}",
@@ -48,11 +54,12 @@ class OnnxClassifier:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             session = ort.InferenceSession(
-                str(root / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+                str(onnx), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime and tokenizers raise their own untyped errors
             raise ModelSourceError(f"cannot load the classifier in {root}: {exc}") from exc
         tokenizer.no_padding()
+        max_length = min(max_length, _max_positions(root / "config.json") or max_length)
         tokenizer.enable_truncation(max_length=max_length, stride=min(64, max_length // 4))
         self._tokenizer: Any = tokenizer
         self._session: Any = session
@@ -94,6 +101,15 @@ def _require(*modules: str) -> list[Any]:
             "with heuristics only (no classifier).",
         ) from cause
     return found
+
+
+def _max_positions(config: Path) -> int | None:
+    """The longest input the model takes (its position table), from config.json."""
+    try:
+        n = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(n) if isinstance(n, int) and n > 8 else None
 
 
 def _positive_labels(config: Path) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 
 from kennel.checkup.alerts import Alert, AlertState, FailureStreak, deliver
@@ -28,6 +29,7 @@ class ServerAlerts:
         self.home = home
         self.streaks: dict[str, FailureStreak] = {}
         self.pending: set[asyncio.Future[None]] = set()
+        self.recent: deque[Alert] = deque(maxlen=20)  # the last alerts sent, for the web console
 
     def record(self, model: str, ok: bool) -> None:
         """Count one finished request of ``model`` (ok: answered; not ok: a server-side error)."""
@@ -60,6 +62,7 @@ class ServerAlerts:
 
     def _send(self, alert: Alert) -> None:
         log.warning("alert %s: %s", alert.kind, alert.subject)
+        self.recent.append(alert)
 
         def run() -> None:
             with AlertState.open(self.home) as state:  # its own connection: this is a worker thread

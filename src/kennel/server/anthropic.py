@@ -207,20 +207,19 @@ class MessagesRequest(Body):
         )
 
     def guard_input(self) -> list[tuple[str, str | None]]:
-        out: list[tuple[str, str | None]] = [("system", self.system_text())]
-        for m in self.messages:
-            for role, text in _texts(m):
-                out.append((role, text))
-        return out
+        """One entry per message, at its index in ``messages`` (the guard's verdict names it so);
+        a user turn carrying tool_result blocks is a ``tool`` one. The system prompt, trusted and
+        not one of the messages, comes last so it shifts no index."""
+        out: list[tuple[str, str | None]] = [_guard_entry(m) for m in self.messages]
+        return [*out, ("system", self.system_text())]
 
 
-def _texts(m: AnthropicMessage) -> list[tuple[str, str]]:
+def _guard_entry(m: AnthropicMessage) -> tuple[str, str]:
     if isinstance(m.content, str):
-        return [(m.role, m.content)]
-    return [
-        ("tool", b.result_text()) if b.type == "tool_result" else (m.role, b.text or b.thinking or "")
-        for b in m.content
-    ]
+        return (m.role, m.content)
+    role = "tool" if any(b.type == "tool_result" for b in m.content) else m.role
+    texts = (b.result_text() if b.type == "tool_result" else b.text or b.thinking or "" for b in m.content)
+    return (role, "\n".join(t for t in texts if t))
 
 
 def _messages(messages: list[AnthropicMessage]) -> list[Message]:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from kennel.console import routes as console_routes
+from kennel.console import sampler as console_sampler
+from kennel.console.state import ConsoleState
 from kennel.engines.base import Memory
 from kennel.server import anthropic, ollama_routes, responses, routes
 from kennel.server.alerting import ServerAlerts
@@ -33,6 +36,7 @@ from kennel.settings import KennelHome
 
 if TYPE_CHECKING:
     from kennel.checkup.runner import RunResult
+    from kennel.guard.policy import Guard
 
 
 def create_app(
@@ -73,15 +77,19 @@ def create_app(
             keys,
             RateLimiter(),
             time.monotonic(),
-            build_guards(settings, specs),
+            build_guards(settings, specs, pool=pool, home=kennel_home),
             alerts,
             home=kennel_home,
         )
+        app.state.console = ConsoleState.build()
         for entry, spec in zip(settings.models, specs, strict=False):
             if entry.preload or spec.pinned:
                 await pool.ensure_loaded(pool.slot(spec.name))
+        console = app.state.console
         tasks = [
             asyncio.create_task(_reap(pool)),
+            # the console's last hour of tokens/s and TTFT, from the same counters as /metrics
+            asyncio.create_task(console_sampler.run(app.state.kennel.metrics, console.samples)),
             *_scheduled_checkups(settings, specs, kennel_home, app.state.kennel.metrics),
         ]
         stop_hup = None
@@ -99,6 +107,7 @@ def create_app(
                     await task
             await pool.close()
             keys.close()
+            _close_guard_stages(app.state.kennel.guards.values())
             if alerts is not None:
                 await alerts.drain()
             lease(set())
@@ -116,6 +125,7 @@ def create_app(
     app.include_router(ollama_routes.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    console_routes.install(app)  # the web console at /ui
     return Front(  # type: ignore[return-value]
         app,
         max_body=settings.max_body_mib << 20,
@@ -148,6 +158,14 @@ def _scheduled_checkups(
         )
         tasks.append(asyncio.create_task(run_forever(job, base, home, on_run)))
     return tasks
+
+
+def _close_guard_stages(guards: Iterable[Guard]) -> None:
+    """The classifier stage's worker threads end with the server (one stage, shared by the guards)."""
+    for stage in {id(g.stage): g.stage for g in guards if g.stage is not None}.values():
+        close = getattr(stage, "close", None)
+        if close is not None:
+            close()
 
 
 async def _reap(pool: Pool) -> None:

@@ -7,7 +7,14 @@ It also keeps web pages out (403). A browser sends a page's cross-site POST with
 header and without a CORS preflight when the body is "text/plain", and a keyless loopback server
 would act on it (a pull that fills the disk, a model copied). So an ``Origin`` that is not in
 ``cors_origins`` is refused. On a loopback bind, a ``Host`` that is not a loopback name is refused
-too: that is a page on a rebound DNS name reading the answers."""
+too: that is a page on a rebound DNS name reading the answers.
+
+The web console (``/ui``) goes through the same two checks, with one difference: its own pages
+send their forms and fetches with an ``Origin`` equal to the server's own (the request's scheme
+and ``Host``), which is allowed there. A cross-site form post still carries the other site's
+origin and is refused before any route (or its CSRF check) runs. The console's bodies are forms:
+they get the same size and time caps, and are neither rewritten as JSON nor logged here (the
+chat logs its requests as the API does). Every console answer gets ``CONSOLE_HEADERS`` here."""
 
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from kennel.server.http_errors import dialect_of, kennel_error_body, status_of_e
 
 log = logging.getLogger("kennel.requests")
 API = ("/v1/", "/rerank", "/kennel/", "/api/")
+CONSOLE = "/ui"
 Message = dict[str, Any]
 
 
@@ -47,6 +55,19 @@ def _loopback_host(host: bytes) -> bool:
         return False
 
 
+def _is_console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
+def _same_origin(scope: Any, origin: bytes) -> bool:
+    """The Origin is this server as the browser reached it: the request's own scheme and Host."""
+    host = dict(scope["headers"]).get(b"host")
+    if not host:
+        return False
+    own = f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}".lower()
+    return origin.decode("latin-1").lower() == own
+
+
 class Front:
     def __init__(
         self,
@@ -64,10 +85,15 @@ class Front:
         self.origins = origins  # the CORS origins the operator allowed; "*" allows any
         self.loopback = loopback
 
-    def _foreign(self, scope: Any) -> ForeignRequestError | None:
+    def _foreign(self, scope: Any, *, console: bool = False) -> ForeignRequestError | None:
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
-        if origin is not None and "*" not in self.origins and origin.decode("latin-1") not in self.origins:
+        if (
+            origin is not None
+            and "*" not in self.origins
+            and origin.decode("latin-1") not in self.origins
+            and not (console and _same_origin(scope, origin))
+        ):
             return ForeignRequestError(
                 "Requests from web pages are refused unless their origin is allowed.",
                 hint="Add the page's origin to cors_origins in the serve config.",
@@ -80,6 +106,22 @@ class Front:
         return None
 
     async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Message]], send: Any) -> None:
+        if scope["type"] == "http" and _is_console(scope["path"]):
+            send = _with_console_headers(send)
+            if (foreign := self._foreign(scope, console=True)) is not None:
+                await self._refuse(send, foreign, scope["path"])
+                return
+            if scope["method"] == "POST":  # a form: the same size and time caps as an API body
+                try:
+                    body = await self._read_body(scope, receive, time.monotonic())
+                except (RequestTimeoutError, RequestTooLargeError) as exc:
+                    await self._refuse(send, exc, scope["path"])
+                    return
+                if body is None:
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http" or not scope["path"].startswith(API):
             await self.app(scope, receive, send)
             return
@@ -177,6 +219,32 @@ class Front:
         if state.get("auth_failure"):
             fields["auth"] = state["auth_failure"]
         log.info(json.dumps(fields))
+
+
+# Every console answer, its static files and the framework's own 404/405/422 included: no framing
+# (a framed promote or revoke button could be clicked for the user by another site), no MIME
+# sniffing, nothing loaded from or sent to another host, no console URL in another site's Referer.
+CONSOLE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+def _with_console_headers(send: Any) -> Any:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            have = {k.lower() for k, _ in message.get("headers", [])}
+            extra = [(k, v) for k, v in CONSOLE_HEADERS if k not in have]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
 
 
 def _replay(body: bytes, receive: Callable[[], Awaitable[Message]]) -> Callable[[], Awaitable[Message]]:

@@ -160,21 +160,22 @@ class Generation:
         return embed_canary(system, canary)
 
     async def check_guard(self, messages: list[tuple[str, str | None]]) -> None:
-        """Scan the untrusted input; count the decision; refuse it in block mode."""
+        """Scan the untrusted input (heuristics, then the second stage within its budget); count
+        the decision by the stage that made it; refuse it in block mode."""
         guard = self.state.guard(self.model, self.key)
         if guard.mode == "off":
             return
-        size = sum(len(c or "") for _, c in messages)
-        # ~1 µs a character: long inputs are scanned off the event loop so other requests flow
-        v = self.guard = (
-            guard.scan_messages(messages)
-            if size < 20_000
-            else await asyncio.to_thread(guard.scan_messages, messages)
-        )
-        decision = (
-            "blocked" if v.blocked else "flagged" if v.flagged else "suspicious" if v.suspicious else "clean"
-        )
-        self.state.metrics.guard.labels(self.label, decision).inc()
+        v = self.guard = await guard.check(messages)
+        self.state.metrics.guard.labels(self.label, v.stage, v.decision).inc()
+        if v.outcome is not None and v.outcome.decision in ("timeout", "error"):
+            log.warning(
+                "guard stage %s %s after %.0f ms (%s); failing %s",
+                v.outcome.stage,
+                v.outcome.decision,
+                v.outcome.seconds * 1000,
+                v.outcome.detail,
+                guard.fail,
+            )
         if v.blocked:
             self.status = 400
             self.state.metrics.requests.labels(self.label, self.endpoint, "400").inc()
@@ -184,7 +185,8 @@ class Generation:
 
     def headers(self) -> dict[str, str] | None:
         if self.guard is not None and self.guard.flagged:
-            return {"X-Kennel-Guard": f"flagged; {','.join(self.guard.labels)}"}
+            v = self.guard
+            return {"X-Kennel-Guard": f"flagged; {','.join(v.labels)}; stage={v.stage}; {v.where}"}
         return None
 
     # ---- with the model -------------------------------------------------------------------
@@ -315,7 +317,7 @@ class Generation:
         """The canary appeared: count it; True when the guard blocks (the answer stops here)."""
         if not self._leak_counted:
             self._leak_counted = True
-            self.state.metrics.guard.labels(self.label, "canary_leak").inc()
+            self.state.metrics.guard.labels(self.label, "canary", "canary_leak").inc()
         return self.state.guard(self.model, self.key).mode == "block"
 
     # ---- after ----------------------------------------------------------------------------
@@ -344,6 +346,9 @@ class Generation:
                 "flagged": self.guard.flagged,
                 "blocked": self.guard.blocked,
                 "labels": list(self.guard.labels),
+                "stage": self.guard.stage,
+                "message": self.guard.message,
+                "role": self.guard.role,
             }
         if self.canary is not None and self.canary.leaked:
             guard = {**(guard or {}), "canary_leak": True}

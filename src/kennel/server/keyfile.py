@@ -10,8 +10,11 @@ mtime alone. SIGHUP re-reads it at once. A file that turns unreadable or invalid
 read before, with one error in the log per bad version of the file.
 
     {"kennel_keys": 1, "exported_at": "...",
-     "keys": [{"name", "prefix", "sha256", "models", "rpm", "expires_at", "guard",
+     "keys": [{"name", "prefix", "sha256", "models", "rpm", "expires_at", "guard", "role",
                "created_at", "created_by"}]}
+
+A key without "role" (a file exported before keys had roles) is an admin, as keys.db's migration
+makes the keys of that time: those keys could do everything.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def export_document(keys: Sequence[HashedKey], *, now: datetime) -> dict[str, An
                 "rpm": h.key.rpm,
                 "expires_at": None if h.key.expires_at is None else _iso(h.key.expires_at),
                 "guard": h.key.guard,
+                "role": h.key.role,
                 "created_at": _iso(h.key.created_at),
                 "created_by": h.key.created_by,
             }
@@ -116,6 +120,7 @@ class _Entry(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     expires_at: AwareDatetime | None = None
     guard: Literal["off", "log", "flag", "block"] | None = None
+    role: Literal["admin", "user"] = "admin"  # absent: exported before roles, when every key could do all
     created_at: AwareDatetime | None = None
     created_by: str = ""
 
@@ -175,6 +180,7 @@ def parse_keys_file(text: str, path: Path) -> tuple[HashedKey, ...]:
             created_by=e.created_by,
             revoked_at=None,  # a revoked key is left out of the file, which refuses it the same way
             guard=e.guard,
+            role=e.role,
         )
         out[name] = HashedKey(key, e.sha256)
     return tuple(out.values())

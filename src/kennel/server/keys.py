@@ -56,7 +56,20 @@ MIGRATIONS: db.Migrations = (
         ALTER TABLE keys ADD COLUMN guard TEXT
         """,
     ),
+    (
+        # admin | user. Keys made before roles could do everything (the store API with
+        # store_api: true, every model), so they become admins: nobody is locked out of what they
+        # did yesterday. Keys made from now on are users unless `--role admin` says otherwise.
+        "003_role",
+        """
+        ALTER TABLE keys ADD COLUMN role TEXT NOT NULL DEFAULT 'user';
+        UPDATE keys SET role = 'admin'
+        """,
+    ),
 )
+
+ROLES = ("admin", "user")
+DEFAULT_ROLE = "user"
 
 _INVALID = "Invalid API key."
 _INVALID_HINT = (
@@ -106,6 +119,11 @@ class ApiKey:
     created_by: str
     revoked_at: datetime | None
     guard: str | None = None  # off | log | flag | block; None: the model's or server's mode
+    role: str = DEFAULT_ROLE  # admin: may change things (the console's admin pages, the store API)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
     @property
     def revoked(self) -> bool:
@@ -149,6 +167,7 @@ class ApiKey:
             "created_by": self.created_by,
             "revoked_at": None if self.revoked_at is None else _iso(self.revoked_at),
             "guard": self.guard,
+            "role": self.role,
             "state": self.state(now),
         }
 
@@ -213,6 +232,7 @@ def _key(row: sqlite3.Row) -> ApiKey:
         created_by=row["created_by"],
         revoked_at=_dt(row["revoked_at"]),
         guard=row["guard"],
+        role=row["role"],
     )
 
 
@@ -303,6 +323,8 @@ class KeyStore:
         rpm: int | None = None,
         expires: datetime | None = None,
         guard: str | None = None,
+        role: str = DEFAULT_ROLE,
+        created_by: str | None = None,
         now: datetime | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret. The secret is not kept: show it to the user now, once."""
@@ -323,6 +345,8 @@ class KeyStore:
                 )
         if guard is not None and guard not in ("off", "log", "flag", "block"):
             raise InvalidOptionError(f"--guard {guard!r} is not a mode.", hint="Use off, log, flag or block.")
+        if role not in ROLES:
+            raise InvalidOptionError(f"--role {role!r} is not a role.", hint="Use admin or user.")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         row = (
             name,
@@ -332,15 +356,16 @@ class KeyStore:
             rpm,
             None if expires is None else _iso(expires),
             _iso(now),
-            os_actor(),
+            created_by or os_actor(),
             guard,
+            role,
         )
         try:
             with db.transaction(self.conn):
                 self.conn.execute(
                     "INSERT INTO keys"
-                    " (name, prefix, sha256, models, rpm, expires_at, created_at, created_by, guard)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " (name, prefix, sha256, models, rpm, expires_at, created_at, created_by, guard, role)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
         except sqlite3.IntegrityError:  # keys_live_name: another key by that name is not revoked

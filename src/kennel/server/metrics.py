@@ -98,8 +98,10 @@ class Metrics:
         )
         self.guard = Counter(
             "kennel_guard_decisions",
-            "Prompt-injection guard decisions by model.",
-            ["model", "decision"],
+            "Prompt-injection guard decisions by model and by the stage that made them (heuristics, "
+            "classifier, llm, similarity; canary for leaks): clean, suspicious, flagged, blocked, or "
+            "the second stage's timeout or error.",
+            ["model", "stage", "decision"],
             registry=r,
         )
         # scheduled checkups (`checkups:` in the serve config): the dashboard's pass rate and the

@@ -267,6 +267,12 @@ def _task(metadata: dict[str, object], *, causal: bool) -> Task:
     return "generate"
 
 
+def stored_path(ref: str, home: KennelHome) -> Path:
+    """A store model as its engine (or the guard's classifier) reads it: a GGUF file or a folder."""
+    with Store.open(home) as store:
+        return _materialize(store, home, store.resolve(parse_ref(ref)).profile)
+
+
 def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:
     """The model as its engine expects it, as links in KENNEL_HOME/run/models/<digest> to the
     read-only blobs: a GGUF under its own file name (llama.cpp finds the shards of a split model

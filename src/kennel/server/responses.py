@@ -132,6 +132,26 @@ class ResponsesRequest(Body):
         )
         return self
 
+    def guard_input(self) -> list[tuple[str, str | None]]:
+        """One entry per input item, at its index in ``input`` (the guard's verdict names it so):
+        a function call's output is a ``tool`` entry; calls and reasoning carry no text to scan.
+        Run after ``to_request``, which checks the items."""
+        if isinstance(self.input, str):
+            return [("user", self.input)]
+        out: list[tuple[str, str | None]] = []
+        for i, item in enumerate(self.input):
+            kind = item.get("type", "message")
+            if kind == "message":
+                out.append((str(item.get("role")), _content_text(item.get("content"), f"input.{i}")))
+            elif kind == "function_call_output":
+                output = item.get("output", "")
+                out.append(
+                    ("tool", output if isinstance(output, str) else _content_text(output, f"input.{i}"))
+                )
+            else:
+                out.append(("assistant", None))
+        return out
+
     def to_request(self, defaults: ProfileSampling) -> InternalRequest:
         fmt = self.text.format if self.text and self.text.format else TextFormat()
         if fmt.type == "json_schema" and fmt.schema_ is None:
@@ -377,9 +397,8 @@ async def responses(body: ResponsesRequest, request: Request, key: Key) -> Any:
         internal = body.to_request(g.profile_defaults())
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc
-    untrusted = [(m.role, m.content) for m in internal.messages]
     internal = replace(internal, messages=g.with_system(internal.messages))
-    await g.check_guard(untrusted)
+    await g.check_guard(body.guard_input())
     echo = Echo(body)
     first, rest = await g.open(internal)
     if not body.stream:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kennel.errors import InvalidOptionError
@@ -178,11 +178,55 @@ class ServeSettings(BaseSettings):
         default_factory=AlertSettings, description="Where server failures are reported."
     )
     guard_classifier: Path | None = Field(
-        default=None, description="A local ONNX prompt-injection model folder."
+        default=None,
+        description="Second guard stage: an ONNX prompt-injection classifier, a folder or a store name "
+        "(`kennel pull prompt-guard-2-86m`).",
+    )
+    guard_model: str | None = Field(
+        default=None,
+        description="Second guard stage: a guard model served here (qwen3guard-0.6b, llama-guard-3-1b).",
+    )
+    guard_embedding_model: str | None = Field(
+        default=None,
+        description="Second guard stage: an embedding model served here, compared with known attacks.",
+    )
+    guard_budget_ms: float = Field(
+        default=50.0, gt=0, le=60_000, description="Milliseconds the second guard stage may take."
+    )
+    guard_fail: Literal["open", "closed"] = Field(
+        default="open",
+        description="When the second stage times out or fails: open lets the request through, closed "
+        "treats it as an injection.",
+    )
+    guard_stage_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Score at which the second stage flags (default: 0.5; similarity: its cosine, 0.85).",
     )
     checkups: list[CheckupEntry] = Field(
         default_factory=list, description="Golden-prompt suites run on a schedule."
     )
+
+    @model_validator(mode="after")
+    def _guard_stage(self) -> ServeSettings:
+        """One second stage at most; a guard or embedding model not listed is served as well.
+        It is loaded at start and pinned (unless its entry says ``pinned: false``): a load would
+        not fit in the stage's budget, so a guard model evicted for a user's model, or unloaded
+        when idle, would time out every request until it was back."""
+        given = [f for f in ("guard_classifier", "guard_model", "guard_embedding_model") if getattr(self, f)]
+        if len(given) > 1:
+            raise ValueError(f"choose one second guard stage, not {' and '.join(given)}")
+        for ref in (self.guard_model, self.guard_embedding_model):
+            if not ref:
+                continue
+            listed = [e for e in self.models if ref in (e.model, e.name)]
+            if not listed:
+                self.models = [*self.models, ModelEntry(model=ref, name=ref, preload=True, pinned=True)]
+            for e in listed:
+                if "pinned" not in e.model_fields_set:
+                    e.pinned = True
+        return self
 
     def is_loopback(self) -> bool:
         """Whether every address the server will listen on is a loopback one, from what the host

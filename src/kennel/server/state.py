@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from kennel.guard.policy import Guard
 from kennel.server.alerting import ServerAlerts
+from kennel.server.guard_stages import build_stage
 from kennel.server.keys import ApiKey, KeySource
 from kennel.server.metrics import Metrics
 from kennel.server.model_facts import ModelFacts
@@ -37,19 +38,23 @@ class AppState:
         return self.guards.get(model) or self.guards["*"]
 
 
-def build_guards(settings: ServeSettings, specs: list[ModelSpec]) -> dict[str, Guard]:
+def build_guards(
+    settings: ServeSettings, specs: list[ModelSpec], *, pool: Pool, home: KennelHome | None = None
+) -> dict[str, Guard]:
     """One Guard per mode in use (compiling the phrase tables is the costly part), mapped per model
-    and under "mode:<m>" for API keys with their own mode."""
+    and under "mode:<m>" for API keys with their own mode; all share one second stage, built from
+    the settings (a guard or embedding model needs the ``pool`` that serves it)."""
     by_mode: dict[str, Guard] = {}
-    classifier = None
-    if settings.guard_classifier is not None:
-        from kennel.guard.classifier import OnnxClassifier
-
-        classifier = OnnxClassifier(settings.guard_classifier)
+    stage = build_stage(settings, pool, home)
 
     def get(mode: str) -> Guard:
         if mode not in by_mode:
-            by_mode[mode] = Guard(mode, classifier=classifier)  # type: ignore[arg-type]
+            by_mode[mode] = Guard(
+                mode,  # type: ignore[arg-type]
+                stage=stage,
+                budget_ms=settings.guard_budget_ms,
+                fail=settings.guard_fail,
+            )
         return by_mode[mode]
 
     out = {"*": get(settings.guard)}

@@ -27,12 +27,13 @@ import httpx
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # public, not in __all__
 
-from kennel.catalog.entries import CatalogEntry
+from kennel.catalog.entries import CatalogEntry, find_classifier
 from kennel.catalog.entries import find as catalog_find
 from kennel.catalog.resolve import choose_gguf, hub_call, hub_endpoint, hub_token, parse_hub_ref, split_names
 from kennel.errors import ChecksumError, ModelNotFoundError, ModelSourceError, RemoteError
 from kennel.store.add import check_gguf, default_name, version_tags
 from kennel.store.blobs import check_free_space, disk_full
+from kennel.store.classifier_pull import ONNX_PATHS, add_classifier, classifier_files, looks_like_classifier
 from kennel.store.names import DEFAULT_TAG, check_name, parse_ref
 from kennel.store.profile import ModelFormat, Profile
 from kennel.store.registry import Store, VersionInfo
@@ -67,6 +68,7 @@ class PullTarget:
     quant: str | None
     catalog_name: str | None
     format: ModelFormat = "gguf"
+    classifier: bool = False  # a prompt-injection classifier for the guard (classifier_pull.py)
 
     @property
     def size(self) -> int:
@@ -84,6 +86,18 @@ def plan_pull(
     """What to download for ``ref``: a catalog NAME[:QUANT] or hf.co/OWNER/REPO[:QUANT]."""
     head, _, quant = ref.strip().partition(":")
     entry = catalog_find(head)
+    classifier = find_classifier(head) if entry is None else None
+    if classifier is not None:
+        return _plan_repo(
+            classifier.hf_repo,
+            quant=None,
+            file=None,
+            revision=revision,
+            name=name or classifier.name,
+            catalog_name=classifier.name,
+            lenient_file=False,
+            classifier=True,
+        )
     if entry is not None:
         if entry.gguf is None:
             raise ModelNotFoundError(
@@ -122,10 +136,26 @@ def _plan_repo(
     name: str | None,
     catalog_name: str | None,
     lenient_file: bool,
+    classifier: bool = False,
 ) -> PullTarget:
     api = HfApi(endpoint=hub_endpoint(), token=hub_token())
     info = hub_call(f"hf.co/{repo}", api.model_info, repo, revision=revision, files_metadata=True)
     siblings = {s.rfilename: s for s in (info.siblings or [])}
+    commit = info.sha or revision or "main"
+    if (
+        not classifier
+        and file is None
+        and any(p in siblings for p in ONNX_PATHS)
+        and "config.json" in siblings
+    ):
+        # an ONNX export next to config.json: a classifier when its architecture says so
+        classifier = looks_like_classifier(_read_json(repo, commit, "config.json"))
+    if classifier:
+        wanted = tuple(_remote(n, siblings[n]) for n in classifier_files(repo, siblings))
+        store_name = check_name(name) if name else default_name(repo.rsplit("/", 1)[-1])
+        return PullTarget(
+            store_name, repo, commit, wanted, None, catalog_name, "transformers", classifier=True
+        )
     ggufs = {
         n: int(s.size or 0)
         for n, s in siblings.items()
@@ -167,31 +197,41 @@ def _plan_folder(
         shards = set(_read_index(repo, info.sha or revision or "main"))
         if shards:
             chosen = [n for n in chosen if not n.endswith(".safetensors") or n in shards]
-    files = tuple(
-        RemoteFile(
-            n,
-            int(s.lfs.size if s.lfs else s.size or 0),
-            s.lfs.sha256 if s.lfs else None,
-            None if s.lfs else getattr(s, "blob_id", None),
-        )
-        for n in chosen
-        for s in [siblings[n]]
-    )
+    files = tuple(_remote(n, siblings[n]) for n in chosen)
     store_name = check_name(name) if name else default_name(repo.rsplit("/", 1)[-1])
     commit = info.sha or revision or "main"
     return PullTarget(store_name, repo, commit, files, None, catalog_name, format="transformers")
 
 
+def _remote(n: str, s: Any) -> RemoteFile:
+    return RemoteFile(
+        n,
+        int(s.lfs.size if s.lfs else s.size or 0),
+        s.lfs.sha256 if s.lfs else None,
+        None if s.lfs else getattr(s, "blob_id", None),
+    )
+
+
 def _read_index(repo: str, commit: str) -> list[str]:
-    """The shard names in a repo's model.safetensors.index.json (a small file, read directly)."""
-    url = hf_hub_url(repo, "model.safetensors.index.json", revision=commit, endpoint=hub_endpoint())
+    """The shard names in a repo's model.safetensors.index.json."""
+    try:
+        return sorted(set(_read_json(repo, commit, "model.safetensors.index.json")["weight_map"].values()))
+    except (KeyError, AttributeError) as exc:
+        raise RemoteError(
+            f"hf.co/{repo} has a model.safetensors.index.json kennel cannot read ({exc})."
+        ) from exc
+
+
+def _read_json(repo: str, commit: str, path: str) -> Any:
+    """A small JSON file of the repo, read directly."""
+    url = hf_hub_url(repo, path, revision=commit, endpoint=hub_endpoint())
     try:
         r = httpx.get(url, headers=build_hf_headers(token=hub_token()), follow_redirects=True, timeout=30.0)
         r.raise_for_status()
-        return sorted(set(r.json()["weight_map"].values()))
-    except (httpx.HTTPError, ValueError, KeyError, AttributeError) as exc:
+        return r.json()
+    except (httpx.HTTPError, ValueError) as exc:
         raise RemoteError(
-            f"hf.co/{repo} has a model.safetensors.index.json kennel cannot read ({exc}).",
+            f"hf.co/{repo} has a {path} kennel cannot read ({exc}).",
             hint="Check HF_ENDPOINT and the network, or pull again later.",
         ) from exc
 
@@ -221,6 +261,17 @@ def pull(
     finally:
         if own:
             http.close()
+    if target.classifier:
+        files = {f.path: d for f, d in zip(target.files, digests, strict=True)}
+        return add_classifier(
+            store,
+            name=target.name,
+            repo=target.repo,
+            files=files,
+            catalog_name=target.catalog_name,
+            actor=actor,
+            message=message,
+        )
     if target.format == "transformers":
         return _add_folder(store, target, digests, actor=actor, message=message)
     header = check_gguf(store.blobs.path(digests[0]))
