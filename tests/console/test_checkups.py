@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,8 +57,8 @@ def script() -> Script:
     return Script(default="Paris is the capital of France.")
 
 
-@pytest.fixture
-def server(home: KennelHome, script: Script) -> Iterator[str]:
+@contextmanager
+def _serving(home: KennelHome, script: Script) -> Iterator[str]:
     """The store's model served (by name) by a scripted engine: answers and delays on demand."""
     with running_server(
         [fake_spec(MODEL)],
@@ -65,6 +66,12 @@ def server(home: KennelHome, script: Script) -> Iterator[str]:
         engine_factory=lambda s: ScriptedEngine(s, script),
         budget=Memory(ram=1 << 30),
     ) as url:
+        yield url
+
+
+@pytest.fixture
+def server(home: KennelHome, script: Script) -> Iterator[str]:
+    with _serving(home, script) as url:
         yield url
 
 
@@ -127,15 +134,7 @@ def test_trend_marks_a_regression_with_its_cause(
 
 def test_admin_runs_a_checkup_now_and_sees_the_new_point(home: KennelHome, script: Script) -> None:
     admin, _ = make_keys(home)
-    with (
-        running_server(
-            [fake_spec(MODEL)],
-            home,
-            engine_factory=lambda s: ScriptedEngine(s, script),
-            budget=Memory(ram=1 << 30),
-        ) as url,
-        console_client(url, admin) as client,
-    ):
+    with _serving(home, script) as url, console_client(url, admin) as client:
         page = client.get("/ui/checkups")
         assert page.status_code == 200 and 'id="run-form"' in page.text
         r = client.post("/ui/checkups/run", data={"csrf_token": csrf_of(page.text), "model": MODEL})
@@ -160,15 +159,7 @@ def test_admin_runs_a_checkup_now_and_sees_the_new_point(home: KennelHome, scrip
 
 def test_users_see_the_trend_but_cannot_run(home: KennelHome, script: Script) -> None:
     _, user = make_keys(home)
-    with (
-        running_server(
-            [fake_spec(MODEL)],
-            home,
-            engine_factory=lambda s: ScriptedEngine(s, script),
-            budget=Memory(ram=1 << 30),
-        ) as url,
-        console_client(url, user) as client,
-    ):
+    with _serving(home, script) as url, console_client(url, user) as client:
         page = client.get("/ui/checkups")
         r = client.post("/ui/checkups/run", data={"csrf_token": csrf_of(page.text), "model": MODEL})
     assert page.status_code == 200 and 'id="run-form"' not in page.text

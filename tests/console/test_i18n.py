@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
+from jinja2 import Environment, nodes
 
 from kennel.console.i18n import Catalogs, negotiate
 from tests.console.apptest import console_client
@@ -108,6 +109,54 @@ def test_the_literal_text_check_can_fail() -> None:
         "Not fine",
         "Nor this",
     ]
+
+
+def _literal_labels(source: str) -> list[str]:
+    # what a page hands a macro of _macros.html to show: each column of data_table (a label, or a
+    # (label, kind) pair) and its caption, each either _() or no words at all ("#")
+    found: list[str] = []
+
+    def check(node: nodes.Node) -> None:
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "_":
+            return
+        found.extend(
+            c.value
+            for c in [node, *node.find_all(nodes.Const)]
+            if isinstance(c, nodes.Const)
+            if isinstance(c.value, str) and re.search(r"[^\W\d_]", c.value)
+        )
+
+    for call in Environment().parse(source).find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == "data_table"):
+            continue
+        shown = [k.value for k in call.kwargs if k.key == "caption"]
+        for columns in call.args[:1]:
+            for group in [columns, *columns.find_all(nodes.List)]:
+                if not isinstance(group, nodes.List):
+                    continue
+                for column in group.items:
+                    if isinstance(column, nodes.Tuple):
+                        label, kind = column.items
+                        assert isinstance(kind, nodes.Const) and kind.value in ("num", "hidden"), kind
+                        shown.append(label)
+                    else:
+                        shown.append(column)
+        for node in shown:
+            check(node)
+    return found
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in (CONSOLE / "templates").glob("*.html")))
+def test_templates_hand_macros_only_translated_labels(template: str) -> None:
+    assert _literal_labels((CONSOLE / "templates" / template).read_text(encoding="utf-8")) == []
+
+
+def test_the_macro_label_check_can_fail() -> None:
+    source = (
+        '{% call data_table([_("Fine"), ("#", "num"), ("Not fine", "num"), "Nor this"],'
+        ' caption="Nor that") %}{% endcall %}'
+    )
+    assert sorted(_literal_labels(source)) == ["Nor that", "Nor this", "Not fine"]
 
 
 def test_negotiation() -> None:

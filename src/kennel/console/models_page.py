@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -310,32 +310,18 @@ async def promote(
 ) -> Response:
     """Point a tag at a version: `kennel tag NAME@V TAG -m REASON`."""
     _ = translator(request)
-    form = {"version": version, "tag": tag, "reason": reason, "action": "promote"}
-    why = reason.strip()
     number = _version_arg(version)
-    if not why:
-        return await _model_page(
-            request, name, error=_("Give a reason: it is kept in the history."), form=form, status_code=400
-        )
-    if number is None:
-        return await _model_page(request, name, error=_("Choose a version."), form=form, status_code=400)
-
-    def run() -> tuple[int | None, int]:
-        with Store.open(home_of(request)) as store:
-            return store.set_tag(
-                Ref(check_name(name), version=number), tag.strip() or "prod", actor=_actor(user), message=why
-            )
-
-    try:
-        _before, after = await asyncio.to_thread(run)
-    except KennelError as exc:
-        return await _model_page(request, name, error=exc.message, form=form, status_code=400)
-    return redirect(
+    return await _move_tag(
         request,
-        f"/ui/models/{check_name(name)}",
+        name,
+        form={"version": version, "tag": tag, "reason": reason, "action": "promote"},
+        tag=tag.strip() or "prod",
+        reason=reason,
+        problem=_("Choose a version.") if number is None else None,
+        move=lambda store, why: store.set_tag(
+            Ref(check_name(name), version=number), tag.strip() or "prod", actor=_actor(user), message=why
+        ),
         done="promoted",
-        tag=check_name(tag.strip() or "prod", what="tag"),
-        version=str(after),
     )
 
 
@@ -349,23 +335,48 @@ async def rollback(
     reason: Annotated[str, Form()] = "",
 ) -> Response:
     """Move a tag back: `kennel rollback NAME --tag TAG [--to V] -m REASON`."""
+    return await _move_tag(
+        request,
+        name,
+        form={"rollback_tag": tag, "to": to, "reason": reason, "action": "rollback"},
+        tag=tag.strip() or DEFAULT_TAG,
+        reason=reason,
+        problem=None,
+        move=lambda store, why: store.rollback(
+            check_name(name),
+            tag=check_name(tag.strip() or DEFAULT_TAG, what="tag"),
+            to=_version_arg(to),
+            actor=_actor(user),
+            message=why,
+        ),
+        done="rolledback",
+    )
+
+
+async def _move_tag(
+    request: Request,
+    name: str,
+    *,
+    form: Mapping[str, str],
+    tag: str,
+    reason: str,
+    problem: str | None,
+    move: Callable[[Store, str], tuple[int | None, int]],
+    done: str,
+) -> Response:
+    """The tail promote and rollback share: a reason is required (then any other ``problem`` of
+    the form), ``move(store, reason)`` runs off the event loop, and a KennelError shows the page
+    again with the form as sent; on success, back to the model's page saying what was ``done``."""
     _ = translator(request)
-    form = {"rollback_tag": tag, "to": to, "reason": reason, "action": "rollback"}
     why = reason.strip()
     if not why:
-        return await _model_page(
-            request, name, error=_("Give a reason: it is kept in the history."), form=form, status_code=400
-        )
+        problem = _("Give a reason: it is kept in the history.")
+    if problem is not None:
+        return await _model_page(request, name, error=problem, form=form, status_code=400)
 
-    def run() -> tuple[int, int]:
+    def run() -> tuple[int | None, int]:
         with Store.open(home_of(request)) as store:
-            return store.rollback(
-                check_name(name),
-                tag=check_name(tag.strip() or DEFAULT_TAG, what="tag"),
-                to=_version_arg(to),
-                actor=_actor(user),
-                message=why,
-            )
+            return move(store, why)
 
     try:
         _before, after = await asyncio.to_thread(run)
@@ -374,7 +385,7 @@ async def rollback(
     return redirect(
         request,
         f"/ui/models/{check_name(name)}",
-        done="rolledback",
-        tag=check_name(tag.strip() or DEFAULT_TAG, what="tag"),
+        done=done,
+        tag=check_name(tag, what="tag"),
         version=str(after),
     )
