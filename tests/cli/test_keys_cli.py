@@ -36,6 +36,7 @@ def test_create_ls_revoke(kennel_home: Path) -> None:
     secret = r.stdout.strip()
     assert secret.startswith("kn-") and r.stdout == secret + "\n"  # stdout is the secret alone
     assert "cannot be shown again" in r.stderr and secret not in r.stderr
+    assert "kennel keys revoke ci`" in r.stderr  # the command to run names the key
     with KeyStore.open(KennelHome(kennel_home)) as keys:
         assert keys.verify(secret).name == "ci"
 

@@ -15,6 +15,8 @@ from babel.messages.frontend import parse_mapping_cfg
 from jinja2 import Environment, nodes
 
 from kennel.console.i18n import Catalogs, negotiate
+from kennel.server.keys import KeyStore
+from kennel.settings import KennelHome
 from tests.console.apptest import console_client
 
 CONSOLE = Path(__file__).resolve().parents[2] / "src" / "kennel" / "console"
@@ -198,3 +200,22 @@ def test_switching_to_vietnamese_in_the_browser(admin_page) -> None:  # type: ig
     page.get_by_role("link", name="English").click()
     page.wait_for_load_state()
     assert page.get_by_role("heading", level=1).inner_text() == "Overview"
+
+
+@pytest.mark.parametrize(("lang", "label"), [("en", "API keys"), ("vi", "Khóa API")])
+def test_the_keys_page_is_named_as_its_link_in_the_navigation(tmp_path: Path, lang: str, label: str) -> None:
+    with console_client(tmp_path / "home") as client:
+        html = client.get("/ui/keys", headers={"accept-language": lang}).text
+    assert f'<a href="/ui/keys" aria-current="page">{label}</a>' in html and f"<h1>{label}</h1>" in html
+
+
+def test_the_sign_in_page_says_where_the_key_is_kept(tmp_path: Path) -> None:
+    """The server holds the key for the session; the browser only a random session id."""
+    with KeyStore.open(KennelHome(tmp_path / "home")) as keys:
+        keys.create("boss", role="admin")  # with a key, the console asks for one
+    with console_client(tmp_path / "home") as client:
+        en = client.get("/ui/signin").text
+        vi = client.get("/ui/signin", headers={"accept-language": "vi"}).text
+    assert "The server keeps the key in its memory" in en and "only a random session id" in en
+    assert "browser's session only" not in en
+    assert "Máy chủ giữ khóa trong bộ nhớ" in vi and "mã phiên ngẫu nhiên" in vi

@@ -197,3 +197,18 @@ def test_pages_carry_their_security_headers(tmp_path: Path) -> None:
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
         static = client.get("/ui/static/console.js")
         assert static.status_code == 200 and "EventSource" not in static.text  # fetch + ReadableStream
+
+
+def test_the_first_key_made_in_the_open_console_is_an_admin_by_default(tmp_path: Path) -> None:
+    """Once a key exists the console asks for one: a first key made as a user would lock its maker
+    out of the admin pages, so the form offers admin first, and user once an admin exists."""
+
+    with console_client(tmp_path / "home") as client:
+        page = client.get("/ui/keys").text
+        assert 'value="admin" selected' in page and "This is the first key" in page
+    with KeyStore.open(KennelHome(tmp_path / "home")) as keys:
+        secret = keys.create("boss", role="admin")[1]
+    with console_client(tmp_path / "home") as client:
+        sign_in(client, secret)
+        page = client.get("/ui/keys").text
+        assert 'value="user" selected' in page and "This is the first key" not in page

@@ -20,7 +20,7 @@ def test_sign_in_with_an_admin_key(new_page: PageFactory, admin_key: str) -> Non
     page.wait_for_url(re.compile(r"/ui/$"))
     assert "Signed in as console-admin (admin)" in page.locator("header").inner_text()
     nav = page.get_by_role("navigation", name="Main")
-    assert nav.get_by_role("link", name="Keys").count() == 1  # an admin sees the admin pages
+    assert nav.get_by_role("link", name="API keys").count() == 1  # an admin sees the admin pages
     cookie = next(c for c in page.context.cookies() if c["name"] == "kennel_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
     page.get_by_role("button", name="Sign out").click()
@@ -37,4 +37,4 @@ def test_sign_in_without_javascript(new_page: PageFactory, user_key: str) -> Non
     page.wait_for_url(re.compile(r"/ui/$"))
     assert "Signed in as console-user (user)" in page.locator("header").inner_text()
     nav = page.get_by_role("navigation", name="Main")
-    assert nav.get_by_role("link", name="Keys").count() == 0  # a user does not see the admin pages
+    assert nav.get_by_role("link", name="API keys").count() == 0  # a user does not see the admin pages

@@ -88,6 +88,21 @@ def test_a_garbled_guard_answer_fails_by_the_fail_mode() -> None:
         assert v.decision == "error" and v.flagged is flagged
 
 
+def test_answers_in_no_known_format_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def ask(turns: Sequence[tuple[str, str]]) -> str:
+        return "Sure! Here is a poem about lighthouses."
+
+    stage = GuardModelStage(ask, model="demo")
+    guard = Guard("flag", stage=stage, fail="closed")
+    with caplog.at_level("WARNING", logger="kennel.guard"):
+        for _ in range(3):
+            assert asyncio.run(guard.check([("user", "hello")])).decision == "error"
+    said = [r.getMessage() for r in caplog.records if r.name == "kennel.guard"]
+    assert len(said) == 1  # once, not a line per request
+    assert "demo" in said[0] and "Qwen3Guard" in said[0] and "Llama Guard" in said[0]
+    assert "poem about lighthouses" in said[0]
+
+
 def _bag_of_words(text: str, dims: int = 64) -> list[float]:
     """A deterministic stand-in for an embedding model: hashed word counts."""
     v = [0.0] * dims

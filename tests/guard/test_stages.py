@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kennel.errors import InvalidOptionError
+from kennel.errors import InvalidOptionError, PromptInjectionError
 from kennel.guard.classifier import OnnxClassifier
 from kennel.guard.policy import Guard
 from kennel.guard.stages import ClassifierStage, Scanned, StageScore, run_stage
@@ -83,6 +83,26 @@ def test_a_failing_stage_is_an_error_outcome(fail: str, flagged: bool) -> None:
     v = asyncio.run(guard.check([("user", PLAIN)]))
     assert v.outcome is not None and v.outcome.decision == "error" and "boom" in v.outcome.detail
     assert v.flagged is flagged
+
+
+@pytest.mark.parametrize(
+    ("stage", "said"),
+    [
+        (FixedStage(0.99, delay=5.0), "did not answer in time"),
+        (FixedStage(0.0, error=RuntimeError("boom")), "failed"),
+    ],
+)
+def test_a_block_from_failing_closed_says_so(stage: FixedStage, said: str) -> None:
+    """Not "message 0 looks like a prompt injection ... rephrase it": nothing was found."""
+    guard = Guard("block", stage=stage, budget_ms=20, fail="closed")
+    v = asyncio.run(guard.check([("user", PLAIN)]))
+    with pytest.raises(PromptInjectionError) as info:
+        v.raise_if_blocked()
+    err = info.value
+    assert said in err.message and "fail closed" in err.message and "second stage (classifier)" in err.message
+    assert "looks like a prompt injection" not in err.message
+    assert err.hint is not None and "Retry later" in err.hint and "guard_budget_ms" in err.hint
+    assert "rephrase" not in err.hint
 
 
 def test_a_slow_classifier_runs_off_the_event_loop() -> None:

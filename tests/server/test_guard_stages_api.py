@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from kennel.engines.base import Delta, Embeddings, LoadPlan, Memory, Message, Sampling
+from kennel.engines.base import Delta, Embeddings, LoadPlan, Memory, Message, Sampling, Task
+from kennel.errors import ClassifierUnavailableError, InvalidOptionError, ModelNotFoundError
 from kennel.guard.stages import Scanned, StageScore
+from kennel.server.guard_stages import check_stage, describe_guard
 from kennel.server.pool import ModelSpec
+from kennel.server.settings import ServeSettings
 from kennel.settings import KennelHome
 from tests.guard.onnxkit import write_classifier
 from tests.server.fakes import FakeEngineBase
-from tests.server.serverkit import running_server, spec_for
+from tests.server.serverkit import free_port, running_server, spec_for
 
 pytestmark = pytest.mark.timeout(180)
 PLAIN = "Could you describe the photo of the lighthouse?"
@@ -56,8 +62,9 @@ class Scripted(FakeEngineBase):
         return Embeddings(vectors, len(texts))
 
 
-def _spec(name: str) -> ModelSpec:
-    return ModelSpec(name=name, plan=LoadPlan(model=Path("/none.gguf"), context=256), memory=Memory(ram=1))
+def _spec(name: str, task: Task = "generate") -> ModelSpec:
+    plan = LoadPlan(model=Path("/none.gguf"), task=task, context=256)
+    return ModelSpec(name=name, plan=plan, memory=Memory(ram=1))
 
 
 def _chat(url: str, messages: list[dict[str, object]]) -> httpx.Response:
@@ -82,9 +89,10 @@ def _count(url: str, stage: str, decision: str) -> float:
 
 
 def _serving(tmp_path: Path, models: Sequence[str], **guard: object) -> AbstractContextManager[str]:
-    """The models by name, all scripted, with the guard configured by ``guard``."""
+    """The models by name, all scripted (the "embedder" an embedding model), with the guard
+    configured by ``guard``."""
     return running_server(
-        [_spec(name) for name in models],
+        [_spec(name, "embed" if name == "embedder" else "generate") for name in models],
         KennelHome(tmp_path / "h"),
         engine_factory=Scripted,
         budget=Memory(ram=1 << 30),
@@ -155,6 +163,146 @@ def test_a_slow_stage_fails_open_within_the_budget(tmp_path: Path) -> None:
     ) as url:
         assert _chat(url, [{"role": "user", "content": PLAIN}]).status_code == 200
         assert _count(url, "llm", "timeout") == 1.0
+
+
+def test_failing_closed_says_the_stage_did_not_answer(tmp_path: Path) -> None:
+    class Slow(Scripted):
+        def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
+            if self.name == "guard":
+                return self._slow()
+            return super().chat(messages, sampling)
+
+        async def _slow(self) -> AsyncIterator[Delta]:
+            await asyncio.sleep(30)
+            yield Delta("Safety: Unsafe")
+
+    with running_server(
+        [_spec("m"), _spec("guard")],
+        KennelHome(tmp_path / "h"),
+        engine_factory=Slow,
+        budget=Memory(ram=1 << 30),
+        guard="block",
+        guard_model="guard",
+        guard_budget_ms=50,
+        guard_fail="closed",
+    ) as url:
+        r = _chat(url, [{"role": "user", "content": PLAIN}])
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "prompt_injection"
+    assert "did not answer in time" in error["message"] and "fail closed" in error["message"]
+    assert "looks like a prompt injection" not in error["message"] and "rephrase" not in error["message"]
+    assert "guard_budget_ms" in error["message"]  # the hint travels in the message
+
+
+def _settings(**guard: object) -> ServeSettings:
+    return ServeSettings(models=[{"model": "m"}], **guard)  # type: ignore[arg-type, list-item]
+
+
+def test_an_embedding_stage_needs_an_embedding_model() -> None:
+    """`--model demo --guard-embedding-model demo`, demo a text-generation GGUF: refused at start."""
+    s = _settings(guard_embedding_model="m")
+    with pytest.raises(InvalidOptionError) as info:
+        check_stage(s, [_spec("m")], None)
+    assert "not an embedding model" in info.value.message and "generates text" in info.value.message
+    assert info.value.hint is not None and "all-minilm-l6-v2" in info.value.hint
+    assert check_stage(s, [_spec("m", "embed")], None) == []
+
+
+def test_a_guard_model_stage_refuses_what_cannot_be_a_guard_model() -> None:
+    with pytest.raises(InvalidOptionError, match="is an embedding model"):
+        check_stage(_settings(guard_model="m"), [_spec("m", "embed")], None)
+    # a catalog chat model: kennel knows it does not answer with verdicts
+    chat = _settings(guard_model="llama-3.2-1b")
+    with pytest.raises(InvalidOptionError, match="not a guard model") as info:
+        check_stage(chat, [_spec("m"), _spec("llama-3.2-1b")], None)
+    assert info.value.hint is not None and "kennel pull qwen3guard-0.6b" in info.value.hint
+
+
+def test_an_unknown_guard_model_is_warned_about_a_known_one_is_not() -> None:
+    (warning,) = check_stage(_settings(guard_model="demo"), [_spec("m"), _spec("demo")], None)
+    assert "demo" in warning and "Qwen3Guard" in warning and "Llama Guard" in warning
+    for name in ("qwen3guard-0.6b", "Qwen3Guard-Gen-4B-Q8_0", "my-llama-guard-3"):
+        assert check_stage(_settings(guard_model=name), [_spec("m"), _spec(name)], None) == []
+    with_template = replace(
+        _spec("mine"), plan=replace(_spec("mine").plan, chat_template="... Safety: Safe|Unsafe")
+    )
+    assert check_stage(_settings(guard_model="mine"), [_spec("m"), with_template], None) == []
+
+
+def test_an_unknown_guard_model_is_warned_about_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level("WARNING", logger="kennel.guard"),
+        _serving(tmp_path, ["m", "demo"], guard_model="demo"),
+    ):
+        pass
+    assert any("not a guard model kennel knows" in r.getMessage() for r in caplog.records)
+
+
+def test_budget_and_fail_mode_without_a_second_stage_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (warning,) = check_stage(_settings(guard_budget_ms=20, guard_fail="closed"), [_spec("m")], None)
+    assert "--guard-budget-ms and --guard-fail do nothing without a second guard stage" in warning
+    assert check_stage(_settings(), [_spec("m")], None) == []
+    with caplog.at_level("WARNING", logger="kennel.guard"), _serving(tmp_path, ["m"], guard_fail="closed"):
+        pass
+    assert any("--guard-fail do nothing" in r.getMessage() for r in caplog.records)
+
+
+def test_the_banner_line_names_the_mode_and_the_second_stage() -> None:
+    assert describe_guard(_settings()) == "Guard: log (heuristics only; no second stage)"
+    assert (
+        describe_guard(_settings(guard="block", guard_classifier="prompt-guard-2-86m"))
+        == "Guard: block; second stage: classifier prompt-guard-2-86m within 50 ms, fail open"
+    )
+    assert describe_guard(_settings(guard_model="qwen3guard-0.6b", guard_fail="closed")).endswith(
+        "guard model qwen3guard-0.6b within 50 ms, fail closed"
+    )
+
+
+def test_a_classifier_not_in_the_store_is_named_with_its_pull(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = KennelHome(tmp_path / "h")
+    with pytest.raises(ModelNotFoundError) as info:
+        check_stage(_settings(guard_classifier="prompt-guard-2-86m"), [_spec("m")], home)
+    assert "not in the store" in info.value.message
+    assert info.value.hint is not None and "kennel pull prompt-guard-2-86m" in info.value.hint
+    folder = write_classifier(tmp_path / "clf")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    with pytest.raises(ClassifierUnavailableError) as missing:
+        check_stage(_settings(guard_classifier=folder), [_spec("m")], home)
+    assert missing.value.hint is not None and "pip install 'kennel[guard]'" in missing.value.hint
+
+
+def test_serve_refuses_a_missing_classifier_before_its_banner(make_model) -> None:  # type: ignore[no-untyped-def]
+    path, _ = make_model()
+    for flags, said in (
+        (["--guard-classifier", "prompt-guard-2-86m"], "kennel pull prompt-guard-2-86m"),
+        (["--guard-embedding-model", str(path)], "not an embedding model"),
+    ):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kennel.cli.main",
+                "serve",
+                "--model",
+                str(path),
+                "--port",
+                str(free_port()),
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode != 0 and said in r.stderr and "hint:" in r.stderr
+        if flags[0] == "--guard-classifier":  # printed as text, not eaten as rich markup
+            assert "pip install 'kennel[guard]'" in r.stderr
+        assert "Traceback" not in r.stderr and "kennel serve on" not in r.stderr  # no banner
 
 
 @pytest.mark.parametrize("stage", ["llm", "similarity"])

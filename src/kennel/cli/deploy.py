@@ -130,7 +130,12 @@ def k8s_cmd(
         None, "--storage-class", help="storageClassName of the model volume (default: the cluster's)."
     ),
     prometheus_url: str = typer.Option(
-        k8s.DEFAULT_PROMETHEUS, "--prometheus-url", help="The Prometheus KEDA asks for the queue length."
+        k8s.DEFAULT_PROMETHEUS,
+        "--prometheus-url",
+        # the default is said in words: as a [default: URL] it is cut at 80 columns
+        show_default=False,
+        help="The Prometheus KEDA asks for the queue length (default: prometheus-operator's, the "
+        "service prometheus-operated in the namespace monitoring, port 9090).",
     ),
     checkup_schedule: str = typer.Option(
         k8s.DEFAULT_CHECKUP_SCHEDULE, "--checkup-schedule", help="When checkups run, as cron fields."

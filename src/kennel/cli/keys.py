@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kennel.cli.help_format import KennelCommand, KennelGroup
@@ -90,7 +91,8 @@ def create(
     sys.stdout.flush()
     err.print(
         "[yellow]Copy this key now: it cannot be shown again.[/] "
-        "Clients send it as 'Authorization: Bearer <key>'. Lost it? kennel keys revoke, then create another."
+        "Clients send it as 'Authorization: Bearer <key>'. "
+        f"Lost it? `kennel keys revoke {escape(key.name)}`, then create another."
     )
 
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from kennel import __version__
 from kennel.cli.commands import LazyGroup
@@ -45,9 +46,10 @@ def run() -> None:
     try:
         app()
     except KennelError as exc:
-        err_console().print(f"[bold red]error:[/] {exc.message}")
+        # escaped: a message is plain text, and `pip install 'kennel[guard]'` is not markup
+        err_console().print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err_console().print(f"[dim]hint:[/] {exc.hint}")
+            err_console().print(f"[dim]hint:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console().print("Interrupted.")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kennel.cli.output import console, err_console, print_json, status
@@ -168,7 +169,7 @@ def serve(
     home = KennelHome.from_env().writable()  # keys, leases, logs: said now, not after the banner
     _check_security(settings, home)
     _check_port(settings)
-    app, specs = _build(settings, home)
+    app, specs, guard_warnings = _build(settings, home)
     url = f"http://{settings.host}:{settings.port}"
     c = err_console()
     c.print(f"[bold]kennel serve[/] on {url}/v1 ({len(specs)} model{'s' if len(specs) != 1 else ''})")
@@ -185,6 +186,11 @@ def serve(
             f"  {s.name}: {shown}, {p.parallel} requests at once x ctx {p.context}, {where}, "
             f"needs {s.memory.describe()}{task}"
         )
+    from kennel.server.guard_stages import describe_guard
+
+    c.print(describe_guard(settings), markup=False)
+    for warning in guard_warnings:
+        c.print(f"[yellow]warning:[/] {escape(warning)}")
     if settings.keys_file is not None:
         c.print(f"API keys from {settings.keys_file} (re-read when it changes, or on SIGHUP).")
     c.print("[dim]Metrics at /metrics; health at /healthz and /readyz. Ctrl-C stops.[/]")
@@ -267,6 +273,7 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
     from kennel.engines.select import engine_factory
     from kennel.hardware.probe import probe
     from kennel.server.app import create_app
+    from kennel.server.guard_stages import check_stage
     from kennel.server.models import memory_budget, model_spec
 
     with status("Probing hardware and planning placements…"):
@@ -297,6 +304,8 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
             f"Two models are served under one name: {', '.join(names)}.",
             hint="Give each a distinct `name:` in the config.",
         )
+    # a second guard stage that cannot work fails here, with a hint, before the banner
+    guard_warnings = check_stage(settings, specs, home)
     make = engine_factory(
         llama_server_bin=settings.llama_server_bin,
         ready_timeout=settings.engine_ready_timeout,
@@ -312,7 +321,7 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
         home=home,
         engine_factory=lambda spec: make(spec.engine, spec.plan, spec.name),
     )
-    return app, specs
+    return app, specs, guard_warnings
 
 
 def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec:

@@ -91,15 +91,20 @@ async def _render(
 ) -> Response:
     state: AppState = request.app.state.kennel
     include_revoked = request.query_params.get("all") == "1"
+    keys = await _keys(state, include_revoked)
+    # the first key closes the open console behind a sign-in: as a user key it would lock its
+    # creator out of this page, so the first one is an admin unless chosen otherwise
+    first = not any(k.state() == "active" for k in keys)
     return page(
         request,
         "keys.html",
         {
-            "keys": await _keys(state, include_revoked),
+            "keys": keys,
             "now": utcnow(),
             "include_revoked": include_revoked,
             "writable": _writable(state),
-            "form": form or NewKeyForm(),
+            "first_key": first,
+            "form": form or NewKeyForm(role="admin" if first else "user"),
             "roles": ROLES,
             "created": created,
             "notice": notice,

@@ -37,7 +37,7 @@ NAV: tuple[tuple[str, str, bool], ...] = (
     ("/ui/models", N_("Models"), False),
     ("/ui/fit", N_("Fit"), False),
     ("/ui/checkups", N_("Checkups"), False),
-    ("/ui/keys", N_("Keys"), True),
+    ("/ui/keys", N_("API keys"), True),
 )
 
 

@@ -30,24 +30,7 @@ class OnnxClassifier:
 
     def __init__(self, path: str | Path, *, max_length: int = 512, threads: int = 1) -> None:
         root = Path(path).expanduser()
-        if not root.is_dir():
-            raise ModelNotFoundError(
-                f"no classifier model directory at {root}",
-                hint="Point the guard at a local folder holding model.onnx and tokenizer.json "
-                "(an ONNX export of a prompt-injection classifier).",
-            )
-        # an export at the top of the folder, or in onnx/ as Hugging Face repos keep one
-        onnx = next((p for p in (root / "model.onnx", root / "onnx" / "model.onnx") if p.is_file()), None)
-        missing = [
-            name
-            for name, p in (("model.onnx", onnx), ("tokenizer.json", root / "tokenizer.json"))
-            if p is None or not p.is_file()
-        ]
-        if missing:
-            raise ModelNotFoundError(
-                f"the classifier directory {root} has no {' or '.join(missing)}",
-                hint="Export the classifier to ONNX (for example with optimum) into that folder.",
-            )
+        onnx = classifier_files(root)
         ort, tokenizers = _require("onnxruntime", "tokenizers")
         try:
             tokenizer = tokenizers.Tokenizer.from_file(str(root / "tokenizer.json"))
@@ -83,6 +66,34 @@ class OnnxClassifier:
         return best
 
 
+def classifier_files(root: Path) -> Path:
+    """The ONNX export in a classifier folder (at its top, or in onnx/ as Hugging Face repos keep
+    one), checked with its tokenizer; ``ModelNotFoundError`` when either is missing."""
+    if not root.is_dir():
+        raise ModelNotFoundError(
+            f"no classifier model directory at {root}",
+            hint="Point the guard at a local folder holding model.onnx and tokenizer.json "
+            "(an ONNX export of a prompt-injection classifier).",
+        )
+    onnx = next((p for p in (root / "model.onnx", root / "onnx" / "model.onnx") if p.is_file()), None)
+    missing = [
+        name
+        for name, p in (("model.onnx", onnx), ("tokenizer.json", root / "tokenizer.json"))
+        if p is None or not p.is_file()
+    ]
+    if onnx is None or missing:
+        raise ModelNotFoundError(
+            f"the classifier directory {root} has no {' or '.join(missing)}",
+            hint="Export the classifier to ONNX (for example with optimum) into that folder.",
+        )
+    return onnx
+
+
+def require_runtime() -> None:
+    """onnxruntime and tokenizers, imported; ``ClassifierUnavailableError`` naming the missing."""
+    _require("onnxruntime", "tokenizers")
+
+
 def _require(*modules: str) -> list[Any]:
     """Import the optional packages, naming every one that is missing in a single error."""
     found: list[Any] = []
@@ -97,8 +108,8 @@ def _require(*modules: str) -> list[Any]:
     if missing:
         raise ClassifierUnavailableError(
             f"the ONNX prompt-injection classifier needs {' and '.join(missing)}, not installed here",
-            hint="Install them next to kennel (pip install onnxruntime tokenizers), or run the guard "
-            "with heuristics only (no classifier).",
+            hint="Install the guard extra next to kennel: `pip install 'kennel[guard]'` (that is, pip "
+            "install onnxruntime tokenizers), or run the guard with heuristics only (no classifier).",
         ) from cause
     return found
 

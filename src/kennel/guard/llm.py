@@ -14,12 +14,21 @@ it is counted and the guard's fail mode applies, rather than read as "safe".
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from kennel.errors import ModelSourceError
 from kennel.guard.stages import Scanned, StageScore, check_threshold
+
+log = logging.getLogger("kennel.guard")
+
+# what the stage reads, for messages to the operator
+ANSWER_FORMATS = (
+    'Qwen3Guard\'s "Safety: Safe|Unsafe|Controversial" (+ "Categories: ...") or Llama Guard 3\'s '
+    '"safe" / "unsafe" (+ category codes such as S14)'
+)
 
 # (role, text) turns in, the model's whole answer out: the server asks through its pool
 Ask = Callable[[Sequence[tuple[str, str]]], Awaitable[str]]
@@ -61,18 +70,39 @@ class GuardModelStage:
 
     name = "llm"
 
-    def __init__(self, ask: Ask, *, threshold: float = 0.5) -> None:
+    def __init__(self, ask: Ask, *, threshold: float = 0.5, model: str = "the guard model") -> None:
         check_threshold("guard model", threshold)
         self.ask = ask
         self.threshold = threshold
+        self.model = model
+        self._said_unknown = False  # the log says once that the answers are in no known format
 
     async def score(self, texts: Sequence[Scanned]) -> StageScore:
         best = StageScore(0.0, None, "safe")
         for t in texts:
-            answer = parse_answer(await self.ask([("user", t.text)]))
+            said = await self.ask([("user", t.text)])
+            try:
+                answer = parse_answer(said)
+            except ModelSourceError:
+                self._unknown_format(said)
+                raise
             detail = answer.safety + (f" ({', '.join(answer.categories)})" if answer.categories else "")
             if best.message is None or answer.score > best.score:
                 best = StageScore(answer.score, t.index, detail)
             if answer.score >= self.threshold:
                 break
         return best
+
+    def _unknown_format(self, said: str) -> None:
+        if self._said_unknown:
+            return
+        self._said_unknown = True
+        log.warning(
+            "guard: %s answered %r, in neither format the llm stage reads (%s); every request's "
+            "second stage fails until it does (with guard_fail closed, every request is blocked). "
+            "Is %s a guard model? Serve qwen3guard-0.6b or llama-guard-3-1b as --guard-model.",
+            self.model,
+            said[:80],
+            ANSWER_FORMATS,
+            self.model,
+        )

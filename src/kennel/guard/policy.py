@@ -96,6 +96,18 @@ class Verdict:
         return f"score={self.score:.2f} {parts or 'no findings'}"
 
     def raise_if_blocked(self) -> None:
+        if self.blocked and self.outcome is not None and self.outcome.decision in ("timeout", "error"):
+            # fail closed: nothing was found, the stage just did not answer; say so
+            failed = "did not answer in time" if self.outcome.decision == "timeout" else "failed"
+            raise PromptInjectionError(
+                f"The request was refused: the prompt-injection guard's second stage "
+                f"({self.outcome.stage}) {failed}, and the server is set to fail closed (to refuse "
+                "what it could not check). Nothing in the request was found to be an injection.",
+                hint="Retry later, or ask the server's operator. Operator: raise guard_budget_ms "
+                f"(--guard-budget-ms), check the {self.outcome.stage} stage in the server's log, or set "
+                "guard_fail to open.",
+                labels=(self.outcome.decision,),
+            )
         if self.blocked:
             raise PromptInjectionError(
                 f"The request was refused: {self.where} looks like a prompt injection "

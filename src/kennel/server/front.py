@@ -94,6 +94,14 @@ class Front:
             and origin.decode("latin-1") not in self.origins
             and not (console and _same_origin(scope, origin))
         ):
+            if console:  # cors_origins is for API clients; the console is not used from other sites
+                host = headers.get(b"host", b"").decode("latin-1")
+                return ForeignRequestError(
+                    "The web console only accepts requests from its own pages, not from another site.",
+                    hint="Open the console at the server's own address"
+                    + (f" ({scope.get('scheme', 'http')}://{host}/ui)" if host else " (/ui)")
+                    + " and use it from there.",
+                )
             return ForeignRequestError(
                 "Requests from web pages are refused unless their origin is allowed.",
                 hint="Add the page's origin to cors_origins in the serve config.",

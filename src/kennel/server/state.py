@@ -3,11 +3,12 @@ alert sender, built once per app in its lifespan (no module-level state)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from kennel.guard.policy import Guard
 from kennel.server.alerting import ServerAlerts
-from kennel.server.guard_stages import build_stage
+from kennel.server.guard_stages import build_stage, check_stage
 from kennel.server.keys import ApiKey, KeySource
 from kennel.server.metrics import Metrics
 from kennel.server.model_facts import ModelFacts
@@ -15,6 +16,8 @@ from kennel.server.pool import ModelSpec, Pool
 from kennel.server.ratelimit import RateLimiter
 from kennel.server.settings import ServeSettings
 from kennel.settings import KennelHome
+
+log = logging.getLogger("kennel.guard")
 
 
 @dataclass
@@ -45,6 +48,8 @@ def build_guards(
     and under "mode:<m>" for API keys with their own mode; all share one second stage, built from
     the settings (a guard or embedding model needs the ``pool`` that serves it)."""
     by_mode: dict[str, Guard] = {}
+    for warning in check_stage(settings, specs, home):  # `kennel serve` also shows them in its banner
+        log.warning("guard: %s", warning)
     stage = build_stage(settings, pool, home)
 
     def get(mode: str) -> Guard:
