@@ -61,7 +61,7 @@ def test_a_forged_cross_site_form_post_is_refused(
     with page.expect_navigation(url=console_url + "/ui/keys"):
         page.goto(evil_site + "/")
     assert posted == [(console_url + "/ui/keys", 403)]
-    assert "web pages" in page.content()  # the front's refusal, not the keys page
+    assert "origin_not_allowed" in page.content() and "its own pages" in page.content()  # not the keys page
     with KeyStore.open(KennelHome(console_home)) as keys:
         assert "forged" not in {k.name for k in keys.list(include_revoked=True)}
     # the session itself is untouched: the admin still uses the console
