@@ -141,51 +141,41 @@ def test_similarity_stage_through_the_pool(tmp_path: Path) -> None:
         assert _count(url, "similarity", "flagged") == 1.0 and _count(url, "similarity", "clean") == 1.0
 
 
-def test_a_slow_stage_fails_open_within_the_budget(tmp_path: Path) -> None:
-    class Slow(Scripted):
-        def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
-            if self.name == "guard":
-                return self._slow()
-            return super().chat(messages, sampling)
+class SlowGuard(Scripted):
+    """The guard model takes 30 s to answer: far past any budget the tests set."""
 
-        async def _slow(self) -> AsyncIterator[Delta]:
-            await asyncio.sleep(30)
-            yield Delta("Safety: Unsafe")
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
+        if self.name == "guard":
+            return self._slow()
+        return super().chat(messages, sampling)
 
-    with running_server(
+    async def _slow(self) -> AsyncIterator[Delta]:
+        await asyncio.sleep(30)
+        yield Delta("Safety: Unsafe")
+
+
+def _slow_guard(tmp_path: Path, **guard: object) -> AbstractContextManager[str]:
+    """A server blocking injections whose guard model misses a 50 ms budget."""
+    return running_server(
         [_spec("m"), _spec("guard")],
         KennelHome(tmp_path / "h"),
-        engine_factory=Slow,
+        engine_factory=SlowGuard,
         budget=Memory(ram=1 << 30),
         guard="block",
         guard_model="guard",
         guard_budget_ms=50,
-    ) as url:
+        **guard,
+    )
+
+
+def test_a_slow_stage_fails_open_within_the_budget(tmp_path: Path) -> None:
+    with _slow_guard(tmp_path) as url:
         assert _chat(url, [{"role": "user", "content": PLAIN}]).status_code == 200
         assert _count(url, "llm", "timeout") == 1.0
 
 
 def test_failing_closed_says_the_stage_did_not_answer(tmp_path: Path) -> None:
-    class Slow(Scripted):
-        def chat(self, messages: Sequence[Message], sampling: Sampling) -> AsyncIterator[Delta]:
-            if self.name == "guard":
-                return self._slow()
-            return super().chat(messages, sampling)
-
-        async def _slow(self) -> AsyncIterator[Delta]:
-            await asyncio.sleep(30)
-            yield Delta("Safety: Unsafe")
-
-    with running_server(
-        [_spec("m"), _spec("guard")],
-        KennelHome(tmp_path / "h"),
-        engine_factory=Slow,
-        budget=Memory(ram=1 << 30),
-        guard="block",
-        guard_model="guard",
-        guard_budget_ms=50,
-        guard_fail="closed",
-    ) as url:
+    with _slow_guard(tmp_path, guard_fail="closed") as url:
         r = _chat(url, [{"role": "user", "content": PLAIN}])
     error = r.json()["error"]
     assert r.status_code == 400 and error["type"] == "prompt_injection"
