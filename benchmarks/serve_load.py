@@ -78,10 +78,14 @@ class Level:
         return self.tokens / self.wall if self.wall else 0.0
 
 
-def prompt(user: int, i: int, round_: int) -> str:
-    """Every request its own prompt, in every round, so no answer comes from an earlier one's cache."""
+def prompt(user: int, i: int, round_: int, clients: int) -> str:
+    """Every request its own prompt, at every level of every round, so no answer comes from an
+    earlier one's cache."""
     topic = TOPICS[(user + i) % len(TOPICS)]
-    return f"Round {round_}, user {user}, request {i}: write a short story about {topic} who finds a map."
+    return (
+        f"Round {round_}, {clients} users, user {user}, request {i}: "
+        f"write a short story about {topic} who finds a map."
+    )
 
 
 async def one_request(
@@ -124,7 +128,7 @@ async def run_level(
             for i in range(requests):
                 body = {
                     "model": model,
-                    "messages": [{"role": "user", "content": prompt(u, i, round_)}],
+                    "messages": [{"role": "user", "content": prompt(u, i, round_, clients)}],
                     "max_tokens": max_tokens,
                     "stream": True,
                     "stream_options": {"include_usage": True},
@@ -325,10 +329,7 @@ def main() -> None:
                 "-np",
                 str(args.parallel),
                 "-c",
-                str(args.ctx * args.parallel),
-                "--kv-unified",
-                "--kv-unified-per-slot",
-                str(args.ctx),
+                str(args.ctx * args.parallel),  # a cache of --ctx per slot, as kennel's
                 "-t",
                 str(threads),
                 "-fa",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -152,7 +153,10 @@ def test_llama_server_flags_follow_the_plan(tmp_path: Path) -> None:
     plan = LoadPlan(model=tmp_path / "m.gguf", context=1024, parallel=4, threads=3, kv_cache_type="q8_0")
     args = llama_server_args(plan, port=9)
     pairs = dict(zip(args, [*args[1:], ""], strict=True))
-    assert pairs["-c"] == "4096" and pairs["-np"] == "4" and pairs["--kv-unified-per-slot"] == "1024"
+    # a cache of 1024 tokens for each of the 4 sequences, as kennel's own engine runs them
+    assert pairs["-c"] == "4096" and pairs["-np"] == "4" and "-no-kvu" in args and "-kvu" not in args
+    unified = llama_server_args(replace(plan, kv_unified=True), port=9)
+    assert "-kvu" in unified and unified[unified.index("--kv-unified-per-slot") + 1] == "1024"
     assert pairs["-t"] == "3" and pairs["-ctk"] == "q8_0" and pairs["--host"] == "127.0.0.1"
     assert "--no-context-shift" in args and "--metrics" in args and "--api-key" not in args
     # the key travels in the environment: a command line is readable by every local user

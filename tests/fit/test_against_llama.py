@@ -31,12 +31,9 @@ CASES = [
     ("KV q8_0", BASE, RunConfig(ctx=4096, kv_type="q8_0")),
     ("KV q4_0, head_dim 64", dict(BASE, n_embd=512), RunConfig(ctx=2048, kv_type="q4_0")),
     ("ubatch 128, ctx 8192", BASE, RunConfig(ctx=8192, n_ubatch=128)),
-    ("4 sequences, unified cache", BASE, RunConfig(ctx=1024, parallel=4)),
-    (
-        "4 sequences, one stream each",
-        BASE,
-        RunConfig(ctx=1024, parallel=4, kv_unified=False, flash_attn=False),
-    ),
+    ("4 sequences, unified cache", BASE, RunConfig(ctx=1024, parallel=4, kv_unified=True)),
+    ("4 sequences, one stream each", BASE, RunConfig(ctx=1024, parallel=4, flash_attn=False)),
+    ("8 sequences, one stream each, odd context", BASE, RunConfig(ctx=1000, parallel=8)),
     ("tied embeddings", dict(BASE, tied=True), RunConfig(ctx=1024)),
     ("qwen2 (q/k/v bias)", dict(BASE, arch="qwen2"), RunConfig(ctx=1024, flash_attn=False)),
     ("qwen3 (q/k norm)", dict(BASE, arch="qwen3", head_dim=64), RunConfig(ctx=2048)),
@@ -49,6 +46,11 @@ CASES = [
         "gemma3, sliding window, no FA",
         dict(BASE, arch="gemma3", n_layer=6, n_swa=256, swa_every=3, tied=True),
         RunConfig(ctx=4096, flash_attn=False),
+    ),
+    (
+        "gemma3, sliding window, 4 streams",
+        dict(BASE, arch="gemma3", n_layer=6, n_swa=256, swa_every=3, tied=True),
+        RunConfig(ctx=2048, parallel=4),
     ),
     (
         "gemma3, full-size SWA cache",

@@ -19,9 +19,10 @@ from kennel.model.synthetic import synthetic_shape
 def test_context_padding_and_streams() -> None:
     s = synthetic_shape()
     assert cparams(s, RunConfig(ctx=1000)).n_ctx == 1024
-    cp = cparams(s, RunConfig(ctx=1000, parallel=3, kv_unified=False))
+    cp = cparams(s, RunConfig(ctx=1000, parallel=3))  # kennel's default: a stream per sequence
     assert (cp.n_ctx_seq, cp.n_stream, cp.n_ctx) == (1024, 3, 3072)
-    assert cparams(s, RunConfig(ctx=1000, parallel=3)).n_ctx == 3072
+    cp = cparams(s, RunConfig(ctx=1000, parallel=3, kv_unified=True))
+    assert (cp.n_ctx_seq, cp.n_stream, cp.n_ctx) == (3072, 1, 3072)
     # the batch is capped by the context asked for, not the padded one (llama.cpp logs n_batch = 100)
     assert cparams(s, RunConfig(ctx=100)).reserve_tokens == 100
 

@@ -59,7 +59,7 @@ def fit(
         "--parallel",
         min=1,
         max=256,
-        help="Sequences served at once; they share one cache of ctx x parallel. Without it, the table is "
+        help="Sequences served at once, each with a cache of ctx tokens. Without it, the table is "
         "for one, and a last line says how many `kennel serve` runs at once.",
     ),
     threads: int | None = typer.Option(
@@ -142,7 +142,7 @@ def fit(
         console().print(
             f"[bold]kennel serve[/] would run {serving['quant']} "
             f"with up to {serving['parallel']} requests at once "
-            f"(one cache of {serving['parallel']} x {serving['context']} tokens, "
+            f"(a cache of {serving['context']} tokens for each, "
             f"{fmt_bytes(serving['memory_bytes'])}), "
             f"on {serving['threads']} CPU threads."
         )

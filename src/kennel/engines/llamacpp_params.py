@@ -36,8 +36,8 @@ def common_params(plan: LoadPlan, *, socket: Path, api_key: str, verbosity: int 
     x = xllamacpp()
     p = x.CommonParams()
     p.model.path = str(plan.model)
-    # one cache of context * parallel cells shared by the sequences, each capped at `context`,
-    # as `kennel fit --parallel` sizes it
+    # context * parallel cells: a cache of `context` per sequence (or one shared cache, each
+    # capped at `context`, when the plan unifies it), as `kennel fit --parallel` sizes it
     p.n_parallel = plan.parallel
     p.n_ctx = plan.context * plan.parallel
     p.kv_unified = plan.kv_unified

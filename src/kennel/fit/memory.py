@@ -59,8 +59,9 @@ BACKEND_OVERHEAD = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How the engine runs the model. ``ctx`` is per sequence; ``parallel`` sequences share one
-    unified cache of ``ctx * parallel`` cells, as kennel's engine does."""
+    """How the engine runs the model. ``ctx`` is per sequence; ``parallel`` sequences each have a
+    cache of ``ctx`` cells (llama.cpp's streams), as kennel's engine runs them; ``kv_unified``
+    makes it one cache of ``ctx * parallel`` cells shared by all."""
 
     ctx: int = 8192
     parallel: int = 1
@@ -68,7 +69,7 @@ class RunConfig:
     flash_attn: bool = True
     n_batch: int = 2048  # llama-server's default: whole prompts join one batch
     n_ubatch: int = 512
-    kv_unified: bool = True
+    kv_unified: bool = False
     swa_full: bool = False
     # serving embeddings or reranking: llama-server then computes an output for every token
     embedding: bool = False
