@@ -98,7 +98,8 @@ class LoadPlan:
     kv_cache_type: str = "f16"
     # False: a cache of ``context`` cells per sequence, each attending over its own cells only.
     # True: one cache shared by all, each capped at ``context``; every sequence's attention then
-    # reads the cells of all of them (8 users decoded 15% slower here), for no extra room
+    # reads the cells of all of them (8 users got 0.90x the tokens/s here, 0.79x with long chats:
+    # benchmarks/kv_layout.py), for no extra room
     kv_unified: bool = False
     swa_full: bool = False
     flash_attn: bool = True
