@@ -19,11 +19,11 @@ import argparse
 import asyncio
 import statistics
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from serve_load import TOPICS, Level, one_request, paused, pct, wait_ready  # type: ignore[import-not-found]
+from serve_load import TOPICS, Level, paused, pct, run_level, wait_ready  # type: ignore[import-not-found]
 
 from kennel.catalog.entries import get
 from kennel.engines.llamacpp_tools import find_tool
@@ -43,45 +43,22 @@ def history_text(url: str, user: int, tokens: int) -> str:
     return "".join(unit.format(i) for i in range(max(1, round(tokens / per_unit))))
 
 
-async def load(url: str, clients: int, requests: int, max_tokens: int, histories: list[str], r: int) -> Level:
-    level = Level()
-    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=httpx.Limits(max_connections=64)) as c:
+def conversation(histories: list[str], r: int) -> Callable[[int, int], list[dict[str, str]]]:
+    """A user's earlier conversation (if any), then a question of its own."""
 
-        async def user(u: int) -> None:
-            for i in range(requests):
-                question = (
-                    f"Round {r}, request {i}: write a short story about {TOPICS[(u + i) % len(TOPICS)]}."
-                )
-                body = {
-                    "model": "bench",
-                    "messages": [
-                        *(
-                            [
-                                {"role": "user", "content": histories[u]},
-                                {"role": "assistant", "content": "Noted."},
-                            ]
-                            if histories[u]
-                            else []
-                        ),
-                        {"role": "user", "content": question},
-                    ],
-                    "max_tokens": max_tokens,
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
-                    "temperature": 0.7,
-                    "seed": u * 100 + i,
-                }
-                first, end, n, finished = await one_request(c, url, body)
-                level.tokens += n
-                level.interrupted += not finished
-                if first is not None and n > 1:
-                    level.ttft.append(first)
-                    level.tpot.append((end - first) / (n - 1))
+    def messages(u: int, i: int) -> list[dict[str, str]]:
+        before = (
+            [{"role": "user", "content": histories[u]}, {"role": "assistant", "content": "Noted."}]
+            if histories[u]
+            else []
+        )
+        topic = TOPICS[(u + i) % len(TOPICS)]
+        return [
+            *before,
+            {"role": "user", "content": f"Round {r}, request {i}: write a short story about {topic}."},
+        ]
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(user(u) for u in range(clients)))
-        level.wall = time.perf_counter() - t0
-    return level
+    return messages
 
 
 def main() -> None:
@@ -123,7 +100,7 @@ def main() -> None:
         for k, p in procs.items():
             wait_ready(urls[k] + "/health", p)
         for k in urls:  # pages the weights in
-            asyncio.run(load(urls[k], 1, 1, 8, [""], -1))
+            asyncio.run(run_level(urls[k], "bench", 1, 1, 8, -1, conversation([""], -1)))
         sizes = [int(h) for h in args.history.split(",")]
         for size in sizes:
             histories = [
@@ -134,7 +111,15 @@ def main() -> None:
                 for k in order:
                     with paused([p for kk, p in procs.items() if kk != k]):
                         lv = asyncio.run(
-                            load(urls[k], args.clients, args.requests, args.max_tokens, histories, r)
+                            run_level(
+                                urls[k],
+                                "bench",
+                                args.clients,
+                                args.requests,
+                                args.max_tokens,
+                                r,
+                                conversation(histories, r),
+                            )
                         )
                     results.setdefault((k, size), []).append(lv)
                     print(

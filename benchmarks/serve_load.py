@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +117,16 @@ async def one_request(
 
 
 async def run_level(
-    url: str, model: str, clients: int, requests: int, max_tokens: int, round_: int = 0
+    url: str,
+    model: str,
+    clients: int,
+    requests: int,
+    max_tokens: int,
+    round_: int = 0,
+    messages: Callable[[int, int], list[dict[str, str]]] | None = None,
 ) -> Level:
+    """``clients`` users each sending ``requests`` streamed chat requests one after another;
+    ``messages(user, i)`` gives a request's messages (default: one prompt of its own)."""
     level = Level()
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(900.0), limits=httpx.Limits(max_connections=64)
@@ -128,7 +136,9 @@ async def run_level(
             for i in range(requests):
                 body = {
                     "model": model,
-                    "messages": [{"role": "user", "content": prompt(u, i, round_, clients)}],
+                    "messages": messages(u, i)
+                    if messages
+                    else [{"role": "user", "content": prompt(u, i, round_, clients)}],
                     "max_tokens": max_tokens,
                     "stream": True,
                     "stream_options": {"include_usage": True},
