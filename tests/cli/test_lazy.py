@@ -61,38 +61,39 @@ def test_listed_summary_is_the_commands_own_help(entry) -> None:  # type: ignore
 
 def test_every_command_help_runs_and_flags_show_no_type() -> None:
     runner = CliRunner()
-    for entry in COMMANDS:
-        command = load_command(entry)
-        names = [[entry.name]]
-        if hasattr(command, "commands"):
-            names += [[entry.name, sub] for sub in command.commands]
-        for argv in names:
-            result = runner.invoke(app, [*argv, "--help"])
-            assert result.exit_code == 0, (argv, result.output)
-            assert "<bool>" not in result.output, argv
+    for argv in _every_command():
+        result = runner.invoke(app, [*argv, "--help"])
+        assert result.exit_code == 0, (argv, result.output)
+        assert "<bool>" not in result.output, argv
 
 
 def test_every_help_fits_80_columns_without_cutting_an_option() -> None:
     """rich narrows the option names with the type column when the terminal is 80 wide, and cuts
     what no longer fits with an ellipsis (`--guard-embedding-mod…` in `kennel serve --help`)."""
     runner = CliRunner()
-    for entry in COMMANDS:
-        command = load_command(entry)
-        names = [[entry.name]]
-        if hasattr(command, "commands"):
-            names += [[entry.name, sub] for sub in command.commands]
-        for argv in names:
-            result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
-            assert result.exit_code == 0, (argv, result.output)
-            lines = result.output.splitlines()
-            assert max(len(line) for line in lines) <= 80, argv
-            cut = [line for line in lines if re.match(r"│\s+-[\w-]*…", line)]  # an option's name
-            assert cut == [], (argv, cut)
+    for argv in _every_command():
+        result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (argv, result.output)
+        lines = result.output.splitlines()
+        assert max(len(line) for line in lines) <= 80, argv
+        cut = [line for line in lines if re.match(r"│\s+-[\w-]*…", line)]  # an option's name
+        assert cut == [], (argv, cut)
+
     serve = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80"}, terminal_width=80).output
     assert "…" not in serve
     for option in ("--guard-embedding-model", "--guard-stage-threshold"):
         assert f"│ {option} " in serve
     assert "<int> [1<=x<=65535]" in serve and "<int range>" not in serve
+
+
+def _every_command() -> list[list[str]]:
+    """Every command and subcommand, as the words that name it on the command line."""
+    names = []
+    for entry in COMMANDS:
+        command = load_command(entry)
+        names.append([entry.name])
+        names += [[entry.name, sub] for sub in getattr(command, "commands", {})]
+    return names
 
 
 def test_top_level_help_lists_every_command_in_order_and_suggests_on_typo() -> None:
