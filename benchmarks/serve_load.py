@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py [--model qwen2.5-0.5b:Q4_K_M] [--clients 1,4,8,16]
         [--requests 3] [--max-tokens 64] [--parallel 8] [--threads N] [--rounds 2]
-        [--llama-server PATH] [--system-tokens 1500] [--engine llamacpp|llama-server]
+        [--llama-server PATH] [--system-tokens 1500] [--engine llamacpp|llama-server] [--control]
 
 Builds the catalog model's exact shape at the quantization with random weights (cached in
 KENNEL_HOME/synthetic), starts `kennel serve` and a native `llama-server` on it with the same
@@ -19,6 +19,10 @@ ratios to llama-server: generated tok/s as the median of the rounds' paired rati
 two servers ran back to back), TTFT p95 over all rounds. Last, the prompt cache: time to first
 token of a first request with a shared system prompt of --system-tokens tokens, and of a second
 one with the same system prompt and another question.
+
+With --control, a second llama-server, started exactly as the first, takes its turn in every
+round too: its ratio to the first is what this machine's noise alone makes of two identical
+servers (an A/A comparison), the yardstick for kennel's ratio.
 
 With --engine llama-server, kennel serves through its supervised llama-server engine (the same
 binary) instead of llama.cpp in process: the ratio is then the cost of kennel's front and proxy.
@@ -53,6 +57,8 @@ from kennel.fit.serving import default_threads
 from kennel.hardware.probe import probe
 from kennel.model.shape import ModelShape
 from kennel.settings import KennelHome
+
+CONTROL = "llama-server B"  # --control: the second, identical llama-server
 
 TOPICS = [
     "a lighthouse keeper",
@@ -284,6 +290,11 @@ def main() -> None:
     ap.add_argument(
         "--llama-server", type=Path, default=None, help="a llama-server binary (default: the venv's)"
     )
+    ap.add_argument(
+        "--control",
+        action="store_true",
+        help="measure a second, identical llama-server too: the A/A ratio is the machine's noise",
+    )
     args = ap.parse_args()
     name, _, quant = args.model.partition(":")
     home = KennelHome.from_env().ensure()
@@ -330,12 +341,15 @@ def main() -> None:
                 args.engine,
                 *(["--llama-server-bin", str(binary)] if args.engine == "llama-server" else []),
             ],
-            "llama-server": [
+        }
+
+        def llama_server(port: int) -> list[str]:
+            return [
                 str(binary),
                 "-m",
                 str(path),
                 "--port",
-                "18485",
+                str(port),
                 "-np",
                 str(args.parallel),
                 "-c",
@@ -349,9 +363,12 @@ def main() -> None:
                 "--no-webui",
                 "--alias",
                 "bench",
-            ],
-        }
+            ]
+
+        cmds["llama-server"] = llama_server(18485)
         urls = {"kennel": "http://127.0.0.1:18484", "llama-server": "http://127.0.0.1:18485"}
+        if args.control:
+            cmds[CONTROL], urls[CONTROL] = llama_server(18486), "http://127.0.0.1:18486"
         procs = {
             k: subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for k, c in cmds.items()
@@ -361,14 +378,13 @@ def main() -> None:
         try:
             for label, proc in procs.items():
                 wait_ready(urls[label] + ("/readyz" if label == "kennel" else "/health"), proc)
-            models = {
-                "kennel": httpx.get(urls["kennel"] + "/v1/models").json()["data"][0]["id"],
-                "llama-server": "bench",
-            }
+            models = {label: "bench" for label in urls}
+            models["kennel"] = httpx.get(urls["kennel"] + "/v1/models").json()["data"][0]["id"]
             for label in urls:  # one unmeasured request each: pages the weights in
                 asyncio.run(run_level(urls[label], models[label], 1, 1, 8, round_=-1))
             for r in range(args.rounds):
-                order = list(urls) if r % 2 == 0 else list(reversed(urls))
+                # each server goes first (and last) equally often over len(urls) rounds
+                order = list(urls)[r % len(urls) :] + list(urls)[: r % len(urls)]
                 for clients in levels:
                     for label in order:
                         others = [p for k, p in procs.items() if k != label]
@@ -382,7 +398,7 @@ def main() -> None:
                             lv.cpu = _cpu(procs[label]) - before
                         results.setdefault((label, clients), []).append(lv)
                         print(
-                            f"  round {r + 1} {label:<13}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
+                            f"  round {r + 1} {label:<15}{clients:>3} clients: {lv.tok_s:6.1f} tok/s, "
                             f"TTFT p95 {pct(lv.ttft, 95):5.2f} s, server CPU {lv.cpu / lv.wall:4.2f} cores, "
                             f"interrupted {lv.interrupted}",
                             flush=True,
@@ -413,35 +429,39 @@ def report(
             sum(lv.interrupted for lv in runs),
         )
 
+    labels = ["llama-server", "kennel", *([CONTROL] if args.control else [])]
     print()
     print(
-        f"{'server':<14}{'clients':>8}{'gen tok/s':>11}{'TTFT p50':>10}{'TTFT p95':>10}"
+        f"{'server':<16}{'clients':>8}{'gen tok/s':>11}{'TTFT p50':>10}{'TTFT p95':>10}"
         f"{'TPOT p50':>10}{'interrupted':>13}"
     )
     for clients in levels:
-        for label in ("llama-server", "kennel"):
+        for label in labels:
             tok_s, ttft, tpot, bad = merged(label, clients)
             print(
-                f"{label:<14}{clients:>8}{tok_s:>11.1f}{pct(ttft, 50):>9.2f}s{pct(ttft, 95):>9.2f}s"
+                f"{label:<16}{clients:>8}{tok_s:>11.1f}{pct(ttft, 50):>9.2f}s{pct(ttft, 95):>9.2f}s"
                 f"{pct(tpot, 50) * 1000:>8.0f}ms{bad:>13}"
             )
-    print()
-    # each round's two servers ran back to back: their ratio is steadier than a ratio of means
+    # each round's servers ran back to back: their ratio is steadier than a ratio of means
     # when the machine's speed drifts between rounds (the median drops a disturbed round)
-    print(
-        f"{'kennel / llama-server':<24}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}"
-        "   per round: tok/s ratios"
-    )
-    for clients in levels:
-        k, ll = merged("kennel", clients), merged("llama-server", clients)
-        paired = [
-            a.tok_s / b.tok_s
-            for a, b in zip(results[("kennel", clients)], results[("llama-server", clients)], strict=True)
-        ]
+    for label in labels[1:]:
+        print()
         print(
-            f"{'':<24}{clients:>8}{statistics.median(paired):>10.2f}x"
-            f"{pct(k[1], 95) / pct(ll[1], 95):>9.2f}x   " + " ".join(f"{r:.2f}" for r in paired)
+            f"{label + ' / llama-server':<30}{'clients':>8}{'gen tok/s':>11}{'TTFT p95':>10}"
+            "   per round: tok/s ratios"
         )
+        for clients in levels:
+            ours, anchor = merged(label, clients), merged("llama-server", clients)
+            paired = [
+                a.tok_s / b.tok_s
+                for a, b in zip(results[(label, clients)], results[("llama-server", clients)], strict=True)
+            ]
+            print(
+                f"{'':<30}{clients:>8}{statistics.median(paired):>10.2f}x"
+                f"{pct(ours[1], 95) / pct(anchor[1], 95):>9.2f}x   " + " ".join(f"{r:.2f}" for r in paired)
+            )
+    if args.control:
+        print(f"({CONTROL} is started exactly as llama-server: its ratios are the machine's noise)")
     print()
     print(f"shared system prompt of ~{args.system_tokens} tokens: TTFT first -> second request")
     for label, (a, b) in prefix.items():
