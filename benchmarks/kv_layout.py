@@ -23,7 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from serve_load import TOPICS, Level, paused, pct, run_level, wait_ready  # type: ignore[import-not-found]
+from serve_load import (  # type: ignore[import-not-found]
+    TOPICS,
+    Level,
+    llama_server_cmd,
+    paused,
+    pct,
+    run_level,
+    wait_ready,
+)
 
 from kennel.catalog.entries import get
 from kennel.engines.llamacpp_tools import find_tool
@@ -80,11 +88,13 @@ def main() -> None:
     binary = args.llama_server or find_tool("llama-server")
     if binary is None:
         raise SystemExit("no llama-server: run scripts/install.sh, or give --llama-server PATH")
-    common = [str(binary), "-m", str(path), "-np", str(args.parallel), "-c", str(args.ctx * args.parallel)]
-    common += ["-t", str(threads), "-fa", "on", "--cache-ram", "256", "--no-webui", "--alias", "bench"]
+
+    def common(port: int) -> list[str]:
+        return llama_server_cmd(binary, path, port, args.parallel, args.ctx, threads, 256)
+
     layouts = {
-        "one shared cache": [*common, "--port", "18486", "-kvu", "--kv-unified-per-slot", str(args.ctx)],
-        "cache per request": [*common, "--port", "18487", "-no-kvu"],
+        "one shared cache": [*common(18486), "-kvu", "--kv-unified-per-slot", str(args.ctx)],
+        "cache per request": [*common(18487), "-no-kvu"],
     }
     urls = {"one shared cache": "http://127.0.0.1:18486", "cache per request": "http://127.0.0.1:18487"}
     print(

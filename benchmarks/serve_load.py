@@ -214,6 +214,33 @@ def hf_folder(home: KennelHome, shape: ModelShape) -> Path:
     return folder
 
 
+def llama_server_cmd(
+    binary: Path, model: Path, port: int, parallel: int, ctx: int, threads: int, cache_mib: int
+) -> list[str]:
+    """llama-server on ``model`` with ``parallel`` slots, a cache of ``ctx`` tokens for each (as
+    kennel's), flash attention and a RAM prompt cache of ``cache_mib``, served as "bench"."""
+    return [
+        str(binary),
+        "-m",
+        str(model),
+        "--port",
+        str(port),
+        "-np",
+        str(parallel),
+        "-c",
+        str(ctx * parallel),
+        "-t",
+        str(threads),
+        "-fa",
+        "on",
+        "--cache-ram",
+        str(cache_mib),
+        "--no-webui",
+        "--alias",
+        "bench",
+    ]
+
+
 @contextmanager
 def paused(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
     """Stop the servers not being measured, and what they started, until the block ends."""
@@ -344,26 +371,7 @@ def main() -> None:
         }
 
         def llama_server(port: int) -> list[str]:
-            return [
-                str(binary),
-                "-m",
-                str(path),
-                "--port",
-                str(port),
-                "-np",
-                str(args.parallel),
-                "-c",
-                str(args.ctx * args.parallel),  # a cache of --ctx per slot, as kennel's
-                "-t",
-                str(threads),
-                "-fa",
-                "on",
-                "--cache-ram",
-                str(cache_mib),
-                "--no-webui",
-                "--alias",
-                "bench",
-            ]
+            return llama_server_cmd(binary, path, port, args.parallel, args.ctx, threads, cache_mib)
 
         cmds["llama-server"] = llama_server(18485)
         urls = {"kennel": "http://127.0.0.1:18484", "llama-server": "http://127.0.0.1:18485"}
