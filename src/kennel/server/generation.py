@@ -123,6 +123,7 @@ class Generation:
         self.canary: CanaryWatch | None = None
         self._leak_counted = False
         self._finished = False
+        self._aborting: asyncio.Future[None] | None = None  # the request timeout's abort, once sent
 
     # ---- before the model -----------------------------------------------------------------
     def profile_defaults(self) -> ProfileSampling:
@@ -203,16 +204,21 @@ class Generation:
             stream = engine.generate(request, self.id)
             self.stack.push_async_callback(_close, stream)  # leaving early aborts the request
             # past the request timeout the engine stops the request, even one that says nothing
-            loop = asyncio.get_running_loop()
-            timer = loop.call_at(
-                loop.time() + self.t0 + self.state.settings.request_timeout - time.monotonic(),
-                lambda: asyncio.ensure_future(engine.abort(self.id)),
+            timed_out = asyncio.Event()
+
+            def time_out() -> None:
+                timed_out.set()
+                self._aborting = asyncio.ensure_future(engine.abort(self.id))  # kept till it ran
+
+            timer = asyncio.get_running_loop().call_later(
+                self.t0 + self.state.settings.request_timeout - time.monotonic(), time_out
             )
             self.stack.callback(timer.cancel)
             try:
                 return await stream.__anext__(), stream
             except StopAsyncIteration as exc:  # stopped before it said anything
-                if time.monotonic() >= self.t0 + self.state.settings.request_timeout:
+                # the timer's own word, not the clock: a timer may fire a little early
+                if timed_out.is_set():
                     return Delta(finish_reason="length"), stream  # the timeout: an empty answer
                 raise EngineError(f"{self.model} ended the request before answering.") from exc
 
