@@ -88,11 +88,11 @@ def _count(url: str, stage: str, decision: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def _serving(tmp_path: Path, models: Sequence[str], **guard: object) -> AbstractContextManager[str]:
+def _serving(tmp_path: Path, names: Sequence[str], **guard: object) -> AbstractContextManager[str]:
     """The models by name, all scripted (the "embedder" an embedding model), with the guard
     configured by ``guard``."""
     return running_server(
-        [_spec(name, "embed" if name == "embedder" else "generate") for name in models],
+        [_spec(name, "embed" if name == "embedder" else "generate") for name in names],
         KennelHome(tmp_path / "h"),
         engine_factory=Scripted,
         budget=Memory(ram=1 << 30),
@@ -129,6 +129,25 @@ def test_guard_model_stage_names_the_tool_message(tmp_path: Path) -> None:
         assert r.status_code == 400 and "message 2 (tool)" in r.json()["error"]["message"]
         assert "llm stage" in r.json()["error"]["message"]
         assert _count(url, "llm", "clean") == 1.0 and _count(url, "llm", "blocked") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("served", "option", "pulled", "stage"),
+    [
+        ("guard", "guard_model", "qwen3guard-0.6b", "llm"),
+        ("embedder", "guard_embedding_model", "all-minilm-l6-v2", "similarity"),
+    ],
+)
+def test_a_stage_model_served_under_another_name_is_asked_by_that_name(
+    tmp_path: Path, served: str, option: str, pulled: str, stage: str
+) -> None:
+    """The option may name the model as its config entry pulls it (qwen3guard-0.6b) while the
+    entry serves it as ``name: guard``: the stage asks the pool for the name it serves."""
+    entries = [{"model": "m"}, {"model": pulled, "name": served}]
+    guard = {"models": entries, "guard": "block", option: pulled, "guard_stage_threshold": 0.8}
+    with _serving(tmp_path, ["m", served], **guard) as url:
+        r = _chat(url, _tool_turns(TOOL_ATTACK))
+        assert r.status_code == 400 and f"{stage} stage" in r.json()["error"]["message"]
 
 
 def test_similarity_stage_through_the_pool(tmp_path: Path) -> None:

@@ -28,7 +28,11 @@ from kennel.settings import KennelHome
 _GUARD_SAMPLING = Sampling(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0, max_tokens=32, seed=0)
 
 
-def build_stage(settings: ServeSettings, pool: Pool, home: KennelHome | None) -> Stage | None:
+def build_stage(
+    settings: ServeSettings, pool: Pool, specs: Sequence[ModelSpec], home: KennelHome | None
+) -> Stage | None:
+    """The stage the settings choose; a guard or embedding model is asked by the name it is
+    served under (its entry may pull ``qwen3guard-0.6b`` and serve it as ``guard``)."""
     threshold = settings.guard_stage_threshold
     if settings.guard_classifier is not None:
         from kennel.guard.classifier import OnnxClassifier
@@ -36,13 +40,12 @@ def build_stage(settings: ServeSettings, pool: Pool, home: KennelHome | None) ->
         folder = classifier_folder(settings.guard_classifier, home)
         return ClassifierStage(OnnxClassifier(folder), threshold=threshold or 0.5)
     if settings.guard_model:
-        return GuardModelStage(
-            pool_ask(pool, settings.guard_model), threshold=threshold or 0.5, model=settings.guard_model
-        )
+        name = _served_name(settings, specs, settings.guard_model)
+        return GuardModelStage(pool_ask(pool, name), threshold=threshold or 0.5, model=name)
     if settings.guard_embedding_model:
         examples = [*shipped_examples(), *(user_examples(home) if home is not None else [])]
         return SimilarityStage(
-            pool_embed(pool, settings.guard_embedding_model),
+            pool_embed(pool, _served_name(settings, specs, settings.guard_embedding_model)),
             examples,
             threshold=threshold or DEFAULT_THRESHOLD,
         )
@@ -137,6 +140,11 @@ def _served(settings: ServeSettings, specs: Sequence[ModelSpec], ref: str) -> Mo
     if by_name is not None:
         return by_name
     return next((s for e, s in zip(settings.models, specs, strict=False) if ref == e.model), None)
+
+
+def _served_name(settings: ServeSettings, specs: Sequence[ModelSpec], ref: str) -> str:
+    spec = _served(settings, specs, ref)
+    return spec.name if spec is not None else ref  # not served: the pool says so, by that name
 
 
 def _check_guard_model(ref: str, spec: ModelSpec) -> list[str]:

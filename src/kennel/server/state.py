@@ -50,7 +50,7 @@ def build_guards(
     by_mode: dict[str, Guard] = {}
     for warning in check_stage(settings, specs, home):  # `kennel serve` also shows them in its banner
         log.warning("guard: %s", warning)
-    stage = build_stage(settings, pool, home)
+    stage = build_stage(settings, pool, specs, home)
 
     def get(mode: str) -> Guard:
         if mode not in by_mode:
