@@ -115,6 +115,31 @@ def test_tool_choice_must_name_a_given_tool(client: openai.OpenAI) -> None:
         )
 
 
+def test_a_forced_tool_call_and_a_json_format_are_refused_together(client: openai.OpenAI) -> None:
+    """llama.cpp holds an answer to one grammar: the format's would win and drop the forced call
+    without a word, so the request is refused; with tool_choice auto the format applies."""
+    ask = {
+        "model": "tools",
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": TOOLS_ARG,
+        "max_tokens": 8,
+    }
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    with pytest.raises(openai.BadRequestError, match="tool_choice required forces a tool call") as info:
+        client.chat.completions.create(**ask, tool_choice="required", response_format={"type": "json_object"})
+    assert "drop response_format json_object, or let tool_choice be auto" in str(info.value)
+    weather = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}}
+    with pytest.raises(openai.BadRequestError, match="'get_weather' forces a tool call"):
+        client.chat.completions.create(**ask, tool_choice=named, response_format=weather)
+    r = client.chat.completions.create(
+        **{**ask, "max_tokens": 60},
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        temperature=0,
+    )
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+
+
 def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
         model="tools",

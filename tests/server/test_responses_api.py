@@ -166,6 +166,16 @@ def test_errors_in_openais_envelope(client: openai.OpenAI, server: str) -> None:
         )
     with pytest.raises(openai.BadRequestError, match="built-in tools"):
         client.responses.create(model="tools", input="x", tools=[{"type": "web_search"}])
+    with pytest.raises(
+        openai.BadRequestError, match=r"drop text\.format json_object, or let tool_choice be auto"
+    ):
+        client.responses.create(
+            model="tools",
+            input="x",
+            tools=[{"type": "function", "name": "get_weather", "parameters": WEATHER}],
+            tool_choice="required",
+            text={"format": {"type": "json_object"}},
+        )
     r = httpx.post(server + "/v1/responses", json={"model": "tools"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
 

@@ -19,15 +19,31 @@ MAX_TOKENS_LIMIT = 1 << 20
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def check_tools(names: list[str], *, named: str | None = None, required: str | None = None) -> None:
+def check_tools(
+    names: list[str], *, named: str | None = None, required: str | None = None, json_format: str | None = None
+) -> None:
     """One rule for every API's tools: names are unique, a named choice is among them, and a
-    choice that requires a call (``required`` says how the API spells it) has tools to call."""
+    choice that requires a call (``required`` says how the API spells it) has tools to call and
+    no JSON output format (``json_format``: the field that asks for one) against it: llama.cpp
+    holds an answer to one grammar, the format's, and would drop the call without a word."""
     if len(set(names)) != len(names):
         raise ValueError("tools: two functions share a name")
     if named is not None and named not in names:
         raise ValueError(f"tool_choice names {named!r}, which is not in tools")
     if required is not None and not names:
         raise ValueError(f"tool_choice {required!r} needs tools")
+    forced = f"{named!r}" if named is not None else required
+    if forced is not None and json_format is not None:
+        raise ValueError(
+            f"tool_choice {forced} forces a tool call, which {json_format} would forbid (the answer "
+            f"follows one grammar): drop {json_format}, or let tool_choice be auto"
+        )
+
+
+def json_format(field: str, kind: str | None) -> str | None:
+    """How an error names a request's JSON output format (``response_format json_object``), or
+    None for plain text."""
+    return f"{field} {kind}" if kind in ("json_object", "json_schema") else None
 
 
 def bias_pairs(v: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
@@ -274,6 +290,9 @@ class ChatRequest(_Sampled):
             [t.function.name for t in self.tools or ()],
             named=choice.function.name if isinstance(choice, NamedToolChoice) else None,
             required="required" if choice == "required" else None,
+            json_format=json_format(
+                "response_format", self.response_format.type if self.response_format else None
+            ),
         )
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")

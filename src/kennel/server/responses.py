@@ -33,6 +33,7 @@ from kennel.server.protocol import (
     bias_pairs,
     check_logit_bias,
     check_tools,
+    json_format,
     merge_sampling,
 )
 from kennel.server.protocol import _Body as Body
@@ -129,6 +130,9 @@ class ResponsesRequest(Body):
             [t.name for t in self.tools or ()],
             named=choice.name if isinstance(choice, NamedFunction) else None,
             required="required" if choice == "required" else None,
+            json_format=json_format(
+                "text.format", self.text.format.type if self.text and self.text.format else None
+            ),
         )
         return self
 
