@@ -167,6 +167,15 @@ def test_errors_in_anthropics_shape(client: anthropic.Anthropic, server: str) ->
             ],
         )
     assert "not supported" in str(bad.value) and bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError, match="tool_choice any forces a tool call"):
+        client.messages.create(
+            model="tools",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "x"}],
+            tools=TOOLS_ARG,
+            tool_choice={"type": "any"},
+            output_config={"format": {"type": "json_schema", "schema": WEATHER}},
+        )
     r = httpx.post(
         server + "/v1/messages", json={"model": "tools", "messages": [{"role": "user", "content": "x"}]}
     )

@@ -31,6 +31,7 @@ from kennel.server.protocol import (
     bias_pairs,
     check_logit_bias,
     check_tools,
+    json_format,
     merge_sampling,
 )
 from kennel.server.protocol import _Body as Body
@@ -175,6 +176,10 @@ class MessagesRequest(Body):
             [t.name for t in self.tools or ()],
             named=choice.name if choice is not None and choice.type == "tool" else None,
             required="any" if choice is not None and choice.type == "any" else None,
+            json_format=json_format(
+                "output_config.format",
+                self.output_config.format.type if self.output_config and self.output_config.format else None,
+            ),
         )
         return self
 
