@@ -4,7 +4,6 @@ delivery with retries to loopback HTTP and SMTP receivers started by the tests t
 from __future__ import annotations
 
 import base64
-import contextlib
 import email
 import email.policy
 import io
@@ -16,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from kennel.checkup.alerts import (
 from kennel.checkup.channels import Channel, parse_channel
 from kennel.errors import InvalidOptionError
 from kennel.settings import KennelHome
+from tests.loopback import Quiet, running
 
 AT = "2026-05-01T12:00:00+00:00"
 SECRET = "XXSECRETTOKENXX"  # stands for the token part of a Slack webhook URL
@@ -61,22 +61,17 @@ class HttpReceiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
+        class Handler(Quiet):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
                     failing = len(receiver.requests) <= receiver.fail_first
-                payload = b"invalid_payload" if failing else b"ok"
-                self.send_response(receiver.fail_status if failing else 200)
-                if failing and receiver.retry_after is not None:
-                    self.send_header("Retry-After", receiver.retry_after)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                if not failing:
+                    self.reply(200, b"ok")
+                    return
+                wait = () if receiver.retry_after is None else (("Retry-After", receiver.retry_after),)
+                self.reply(receiver.fail_status, b"invalid_payload", headers=wait)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
@@ -183,22 +178,10 @@ class SmtpReceiver:
                 reply("502 not implemented")
 
 
-@contextlib.contextmanager
-def _serving(server: socketserver.BaseServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def http() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver()
-    with _serving(receiver.server):
+    with running(receiver.server):
         yield receiver
 
 
@@ -210,7 +193,7 @@ def smtp_config() -> SmtpConfig:
 @pytest.fixture
 def smtp(smtp_config: SmtpConfig) -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver(smtp_config)
-    with _serving(receiver.server):
+    with running(receiver.server):
         yield receiver
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from kennel.checkup.results import CSV_COLUMNS
 from kennel.settings import KennelHome
 from tests.checkup.fakeserver import Script, scripted_server, suite_yaml
 from tests.cli.test_cli import kennel
+from tests.loopback import webhook_receiver
 from tests.server.serverkit import free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -175,37 +173,12 @@ def test_consecutive_failures_alert_once_the_threshold_is_reached(
     assert a1["alert"] is None and a2["alert"] is not None and a2["deliveries"] == []
 
 
-@contextmanager
-def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A loopback HTTP server keeping the JSON bodies POSTed to it."""
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", received
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
-
-
 def test_notify_delivers_when_failing_starts_and_when_it_recovers(
     server: str, script: Script, suite: Path, tmp_path: Path
 ) -> None:
 
     with webhook_receiver() as (hook, received):
-        channel = f"webhook:{hook}/hooks/SECRET-TOKEN-123"
+        channel = f"webhook:{hook}/SECRET-TOKEN-123"
         args = (
             "checkup",
             "run",
@@ -226,7 +199,7 @@ def test_notify_delivers_when_failing_starts_and_when_it_recovers(
     assert (failing.returncode, again.returncode, recovered.returncode) == (1, 1, 0)
     doc = json.loads(failing.stdout)["alerts"]
     assert doc["alert"]["kind"] == "failing" and doc["deliveries"] == [
-        {"channel": f"webhook:{hook}/hooks/…", "ok": True, "attempts": 1, "error": None}
+        {"channel": f"webhook:{hook}/…", "ok": True, "attempts": 1, "error": None}
     ]
     assert json.loads(again.stdout)["alerts"]["alert"] is None  # once when it starts, not on every run
     assert "SECRET-TOKEN" not in failing.stdout + failing.stderr + recovered.stdout + recovered.stderr

@@ -15,7 +15,7 @@ from kennel.checkup.results import CSV_COLUMNS, default_csv
 from kennel.checkup.scheduler import Scheduled, run_once
 from kennel.settings import KennelHome
 from tests.checkup.fakeserver import Script, scripted_server
-from tests.webhook import webhook_receiver
+from tests.loopback import webhook_receiver
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,8 +25,8 @@ from tests.checkup.fakeserver import Script, ScriptedEngine, fake_spec
 from tests.conftest import ModelFactory
 from tests.console.conftest import screenshot
 from tests.console.pagekit import MODEL, console_client, csrf_of, make_keys, two_versions, visible_text
+from tests.loopback import webhook_receiver
 from tests.server.serverkit import running_server
-from tests.webhook import webhook_receiver
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

@@ -5,9 +5,7 @@ form to the console while an admin is signed in. The request is refused before a
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from kennel.server.keys import KeyStore
 from kennel.settings import KennelHome
 from tests.console.conftest import PageFactory
+from tests.loopback import Quiet, serving
 
 
 def _evil_page(target: str) -> bytes:
@@ -31,25 +30,12 @@ def _evil_page(target: str) -> bytes:
 def evil_site(console_url: str) -> Iterator[str]:
     body = _evil_page(console_url)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, body, "text/html")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_a_forged_cross_site_form_post_is_refused(

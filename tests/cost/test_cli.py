@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from kennel.fit import calibration
 from kennel.hardware.whatif import what_if
 from kennel.settings import KennelHome
 from tests.cost.test_observed import serve, server_metrics
+from tests.loopback import Quiet, serving
 
 OFFICE = ("--model", "qwen2.5-7b", "--users", "40", "--requests-per-user-day", "30")
 COMPARE = ("--compare", "2x RTX 4090", "1x L40S", "Mac Studio M2 Ultra 192G")
@@ -152,31 +151,17 @@ def test_measured_speeds_join_as_this_machine(tmp_path: Path, kennel_home: Path)
 def metrics_server() -> Iterator[str]:
     """A loopback /metrics that shows 30 more requests on every read after the first."""
     m = server_metrics(parallel=8)
-    reads = []
+    reads: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self) -> None:
             if reads:
                 serve(m, 30, prompt=800, output=101, ttft=0.5, queue=0.0, itl=0.04)
             reads.append(self.path)
-            body = m.render()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, m.render(), "text/plain")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
     assert reads == ["/metrics", "/metrics"]
 
 

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kennel.engines.select import engine_factory
 from kennel.settings import KennelHome
+from tests.loopback import webhook_receiver
 from tests.server.serverkit import running_server, spec_for
-from tests.webhook import webhook_receiver
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(300)]
 
