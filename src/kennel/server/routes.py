@@ -16,12 +16,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from kennel.engines.base import Delta
 from kennel.errors import InvalidRequestError
 from kennel.server.auth import Key, authenticate, check_key
 from kennel.server.engine_metrics import engine_metrics
 from kennel.server.generation import Generation, one_shot
 from kennel.server.keys import ApiKey
-from kennel.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, RerankRequest
+from kennel.server.protocol import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RerankRequest,
+    StreamOptions,
+)
 from kennel.server.render import ChatChunks, TextChunks, chat_answer, text_answer
 from kennel.server.state import AppState
 
@@ -152,19 +159,7 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
         g.log_content([m.model_dump(exclude_none=True) for m in body.messages])
         return JSONResponse(chat_answer(g.id, body.model, answer), headers=g.headers())
     out = ChatChunks(g.id, body.model)
-    usage = body.stream_options is not None and body.stream_options.include_usage
-
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        yield out.first()
-        async for d in g.pieces(first, rest):
-            if (c := out.piece(d)) is not None:
-                yield c
-            if d.finish_reason:
-                yield out.last(d.finish_reason)
-        if usage:
-            yield out.usage(g.answer)
-
-    return g.stream(chunks())
+    return g.stream(_chunks(g, first, rest, out, body.stream_options, head=out.first()))
 
 
 @router.post("/v1/completions", response_model=None)
@@ -191,19 +186,29 @@ async def completions(body: CompletionRequest, request: Request, key: Key) -> An
         return JSONResponse(
             text_answer(g.id, body.model, answer, echo=prompt if body.echo else ""), headers=g.headers()
         )
-    out = TextChunks(g.id, body.model)
-    usage = body.stream_options is not None and body.stream_options.include_usage
+    return g.stream(_chunks(g, first, rest, TextChunks(g.id, body.model), body.stream_options))
 
-    async def chunks() -> AsyncIterator[dict[str, Any]]:
-        async for d in g.pieces(first, rest):
-            if (c := out.piece(d)) is not None:
-                yield c
-            if d.finish_reason:
-                yield out.last(d.finish_reason)
-        if usage:
-            yield out.usage(g.answer)
 
-    return g.stream(chunks())
+async def _chunks(
+    g: Generation,
+    first: Delta,
+    rest: AsyncIterator[Delta],
+    out: ChatChunks | TextChunks,
+    options: StreamOptions | None,
+    *,
+    head: dict[str, Any] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """OpenAI's stream of one answer: the head (chat's role chunk), a chunk per piece, one with
+    the finish reason, then the usage if the client asked for it."""
+    if head is not None:
+        yield head
+    async for d in g.pieces(first, rest):
+        if (c := out.piece(d)) is not None:
+            yield c
+        if d.finish_reason:
+            yield out.last(d.finish_reason)
+    if options is not None and options.include_usage:
+        yield out.usage(g.answer)
 
 
 @router.post("/v1/embeddings", response_model=None)
