@@ -1,15 +1,21 @@
 """Loopback HTTP servers for tests: a handler on a free 127.0.0.1 port, served from a thread and
-shut down when the test leaves, and the webhook receiver the alert tests share."""
+shut down when the test leaves; the webhook receiver the alert tests share; and waiting for a
+server a test started (in a thread, a process or a container) to be ready."""
 
 from __future__ import annotations
 
 import json
 import socketserver
+import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import httpx
+import pytest
 
 
 class Quiet(BaseHTTPRequestHandler):
@@ -64,3 +70,28 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
     with serving(Handler) as url:
         yield url + "/hook", got
+
+
+def wait_ready(
+    url: str,
+    *,
+    seconds: float = 90.0,
+    path: str = "/readyz",
+    proc: subprocess.Popen[Any] | None = None,
+    log: Callable[[], str] = lambda: "",
+) -> None:
+    """Until ``url + path`` answers 200; fails the test, with the end of the server's ``log``,
+    when ``proc`` exits first or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(
+                f"the server at {url} exited (status {proc.returncode}) before it was ready:\n{log()[-3000:]}"
+            )
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{url}{path} did not answer 200 within {seconds:g} s:\n{log()[-3000:]}")

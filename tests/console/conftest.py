@@ -17,18 +17,17 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from kennel.server.keys import KeyStore
 from kennel.settings import KennelHome
 from tests.conftest import ModelFactory
+from tests.loopback import wait_ready
 from tests.server.serverkit import free_port
 
 if TYPE_CHECKING:
@@ -115,18 +114,7 @@ def console_url(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"kennel serve exited: {log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("kennel serve never became ready")
-            time.sleep(0.2)
+        wait_ready(url, proc=proc, log=lambda: log.read_text(errors="replace"))
         yield url
     finally:
         proc.terminate()

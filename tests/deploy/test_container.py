@@ -14,12 +14,12 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.loopback import wait_ready
 from tests.server.serverkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,18 +126,7 @@ def test_the_cpu_image_serves_a_chat_with_keys_from_a_mounted_file(make_model, t
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(
-                "the container never became ready:\n" + _podman("logs", name, check=False).stderr[-3000:]
-            )
+        wait_ready(url, seconds=180, log=lambda: _podman("logs", name, check=False).stderr)
         body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
         assert httpx.post(url + "/v1/chat/completions", json=body, timeout=60).status_code == 401
         r = httpx.post(

@@ -21,6 +21,7 @@ from kennel.settings import KennelHome
 from kennel.store.names import parse_ref
 from kennel.store.registry import Store
 from tests.finetune.conftest import EPOCHS, FAST
+from tests.loopback import wait_ready
 
 pytestmark = [pytest.mark.llama, pytest.mark.slow]
 
@@ -109,16 +110,7 @@ def test_finetune_teaches_a_fact_that_kennel_serve_answers(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("kennel serve never became ready")
+        wait_ready(url, proc=proc)
         assert "07:15" in _ask(url, "clinic:candidate")
         assert "07:15" not in _ask(url, "tiny")
     finally:

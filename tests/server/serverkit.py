@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import uvicorn
 
 from kennel.engines.base import Memory
@@ -23,6 +21,7 @@ from kennel.server.models import memory_budget, model_spec
 from kennel.server.pool import EngineFactory, ModelSpec
 from kennel.server.settings import ServeSettings
 from kennel.settings import KennelHome
+from tests.loopback import wait_ready
 
 GiB = 2**30
 
@@ -82,14 +81,8 @@ def running_server(
     thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
     try:
+        wait_ready(url, seconds=30, path="/healthz")
         yield url
     finally:
         server.should_exit = True

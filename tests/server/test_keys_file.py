@@ -35,6 +35,7 @@ from kennel.server.keyfile import (
 from kennel.server.keys import KeyStore, hash_secret, utcnow
 from kennel.server.settings import ModelEntry, ServeSettings
 from kennel.settings import KennelHome
+from tests.loopback import wait_ready
 from tests.server.serverkit import free_port, running_server
 from tests.server.test_hardening import Echo, _spec
 
@@ -368,19 +369,6 @@ def _start(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, seconds: float = 90.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited"
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} never answered /healthz")
-
-
 def _status(url: str, secret: str | None) -> int:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     return httpx.get(url + "/v1/models", headers=headers, timeout=10).status_code
@@ -420,8 +408,8 @@ def test_two_replicas_share_one_keys_file(make_model, kennel_home: Path, tmp_pat
     a, url_a = _start(model, keys_file, homes[0], logs[0])
     b, url_b = _start(model, keys_file, homes[1], logs[1], KENNEL_KEYS_FILE_POLL="0")
     try:
-        _wait_ready(a, url_a)
-        _wait_ready(b, url_b)
+        wait_ready(url_a, path="/healthz", proc=a)
+        wait_ready(url_b, path="/healthz", proc=b)
         for url in (url_a, url_b):
             assert (_status(url, alice), _status(url, bob)) == (200, 200)
             assert (_status(url, None), _status(url, "kn-wrong")) == (401, 401)

@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import ollama
 import openai
 import pytest
 
 from kennel.errors import InvalidOptionError
 from kennel.server.settings import load_settings
+from tests.loopback import wait_ready
 from tests.server.serverkit import free_port
 
 KENNEL = [sys.executable, "-m", "kennel.cli.main"]
@@ -109,16 +109,7 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("server never became ready")
+        wait_ready(url, seconds=60, proc=proc)
         rm = subprocess.run([*KENNEL, "rm", "tiny"], capture_output=True, text=True, timeout=60)
         assert rm.returncode == 2 and "kennel serve" in rm.stderr  # served, though not loaded yet
         with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
