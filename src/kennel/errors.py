@@ -50,6 +50,9 @@ layer will turn them into OpenAI's error envelope.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from typing import Any
+
 
 class KennelError(Exception):
     """Base of every error kennel raises on purpose."""
@@ -266,3 +269,17 @@ class PromptInjectionError(ServingError):
 
 class ClassifierUnavailableError(KennelError, ImportError):
     """onnxruntime or tokenizers is not installed, so no ONNX classifier can run."""
+
+
+def validation_problem(error: Mapping[str, Any], *, drop: Collection[str] = ()) -> tuple[str, str]:
+    """One of pydantic's errors as a person reads it: where (``models[0].name``; the parts in
+    ``drop``, such as FastAPI's "body", left out) and what, without the "Value error, " that
+    pydantic puts before a validator's own words."""
+    where = ""
+    for part in error.get("loc", ()):
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif str(part) not in drop:
+            where += f".{part}" if where else str(part)
+    what = str(error.get("msg", "invalid")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return where, what

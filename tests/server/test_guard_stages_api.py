@@ -350,6 +350,12 @@ def test_guard_settings() -> None:
     ):
         with pytest.raises(InvalidOptionError):
             load_settings(None, **bad)
+    # a rule over several settings has no one place: the message is the rule's own words
+    with pytest.raises(InvalidOptionError) as info:
+        load_settings(None, guard_model="a", guard_classifier="b")
+    assert info.value.message == (
+        "Invalid server settings: choose one second guard stage, not guard_classifier and guard_model."
+    )
 
 
 def test_an_embedding_call_past_the_budget_keeps_its_slot_until_the_engine_is_done() -> None:

@@ -42,6 +42,7 @@ from kennel.errors import (
     RequestTooLargeError,
     StoreApiError,
     StoreError,
+    validation_problem,
 )
 
 Dialect = Literal["openai", "anthropic", "ollama"]
@@ -201,14 +202,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        msg = str(first.get("msg", "invalid request"))
+        where, msg = validation_problem(first, drop=("body",))
         if first.get("type") == "json_invalid":  # its location is a byte offset, not a field
-            msg, loc = "The body is not valid JSON (or not UTF-8).", []
+            where, msg = "", "The body is not valid JSON (or not UTF-8)."
         return error_response(
             400,
-            f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
-            param=".".join(loc) or None,
+            f"{where}: {msg}" if where else msg,
+            param=where or None,
             code="invalid_request",
             dialect=dialect_of(request.url.path),
         )
