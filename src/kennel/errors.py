@@ -283,3 +283,8 @@ def validation_problem(error: Mapping[str, Any], *, drop: Collection[str] = ()) 
             where += f".{part}" if where else str(part)
     what = str(error.get("msg", "invalid")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return where, what
+
+
+def validation_text(error: Mapping[str, Any]) -> str:
+    """``where: what`` (or ``what`` alone) for one of pydantic's errors; see ``validation_problem``."""
+    return ": ".join(p for p in validation_problem(error) if p)

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kennel.checkup.assertions import Assertion, parse_assertion
-from kennel.errors import InvalidOptionError, validation_problem
+from kennel.errors import InvalidOptionError, validation_text
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -141,7 +141,7 @@ _HINT = "See the default suite (kennel/checkup/data/default.yaml) for the format
 def _problems(exc: ValidationError) -> str:
     out = []
     for e in exc.errors()[:5]:
-        out.append(": ".join(p for p in validation_problem(e) if p))
+        out.append(validation_text(e))
     more = len(exc.errors()) - 5
     return "; ".join(out) + (f" (and {more} more)" if more > 0 else "")
 

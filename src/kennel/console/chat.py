@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from kennel.console.i18n import Gettext
 from kennel.console.render import language, page
 from kennel.console.session import CsrfChecked, Viewer, api_key_of
-from kennel.errors import InvalidRequestError, KennelError
+from kennel.errors import InvalidRequestError, KennelError, validation_text
 from kennel.guard.policy import Verdict
 from kennel.server.auth import check_key
 from kennel.server.generation import Framing, Generation
@@ -114,9 +114,7 @@ def _body(form: Form, _: Gettext) -> ChatRequest:
     try:
         return ChatRequest.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise InvalidRequestError(f"{where}: {first.get('msg', '')}") from None
+        raise InvalidRequestError(validation_text(exc.errors()[0])) from None
 
 
 def verdict_text(v: Verdict | None, _: Gettext) -> str | None:

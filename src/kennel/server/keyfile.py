@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from kennel.errors import InvalidNameError, InvalidOptionError, KennelError, validation_problem
+from kennel.errors import InvalidNameError, InvalidOptionError, KennelError, validation_text
 from kennel.server.keys import ApiKey, KeySource, KeyStore, check_usable, match_secret, normalize_models
 from kennel.settings import KennelHome
 from kennel.store.names import check_name
@@ -154,7 +154,7 @@ def parse_keys_file(text: str, path: Path) -> tuple[HashedKey, ...]:
     try:
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(": ".join(p for p in validation_problem(e) if p) for e in exc.errors())
+        problems = "; ".join(validation_text(e) for e in exc.errors())
         raise _invalid(path, problems) from None
     out: dict[str, HashedKey] = {}
     digests: set[str] = set()

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kennel.errors import InvalidOptionError, validation_problem
+from kennel.errors import InvalidOptionError, validation_text
 from kennel.units import parse_duration
 
 EngineKind = Literal["auto", "llamacpp", "llama-server", "vllm"]
@@ -263,7 +263,7 @@ def load_settings(config: Path | None, **flags: Any) -> ServeSettings:
         merged = {**file_values, **{k: getattr(env_only, k) for k in _env_fields()}, **given}
         return ServeSettings(**merged)  # init values win over the environment
     except ValidationError as exc:
-        problems = "; ".join(": ".join(p for p in validation_problem(e) if p) for e in exc.errors())
+        problems = "; ".join(validation_text(e) for e in exc.errors())
         raise InvalidOptionError(
             f"Invalid server settings: {problems}.",
             hint="See `kennel serve --help` for the settings and their ranges.",

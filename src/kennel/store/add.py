@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from kennel.catalog.resolve import split_names
-from kennel.errors import InvalidOptionError, ModelNotFoundError, NotGGUFError
+from kennel.errors import InvalidOptionError, ModelNotFoundError, NotGGUFError, validation_text
 from kennel.fit.quant import scheme_for_file
 from kennel.model.gguf_header import GGUFHeader, read_header
 from kennel.model.gguf_shape import file_type_name
@@ -153,7 +153,8 @@ def build_profile(
     try:
         profile = Profile.model_validate(fields)
     except ValidationError as exc:
-        raise InvalidOptionError(f"The profile for {name} is invalid: {exc.errors()[0]['msg']}.") from exc
+        problem = validation_text(exc.errors()[0])
+        raise InvalidOptionError(f"The profile for {name} is invalid: {problem}.") from exc
     if profile.adapter and profile.format == "gguf":
         _check_adapter_fits(store, base=profile.base[0], adapter=profile.adapter)
     return profile

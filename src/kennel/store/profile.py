@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kennel.errors import InvalidOptionError
+from kennel.errors import InvalidOptionError, validation_text
 
 SystemPolicy = Literal["prepend", "replace", "forbid"]
 
@@ -134,9 +134,7 @@ class ProfileSpec(BaseModel):
         try:
             return cls.model_validate(doc or {})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(validation_text(e) for e in exc.errors())
             raise InvalidOptionError(
                 f"{path} is not a kennel profile: {problems}.",
                 hint=(
