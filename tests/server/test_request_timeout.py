@@ -1,6 +1,7 @@
 """The request timeout against an engine that says nothing: the server tells the engine to stop
 and answers with what it has (nothing, finish_reason "length"); an engine that ends a request
-without a word before the timeout is the engine's failure (500), not a timeout."""
+without its end (no finish reason) before the timeout is the engine's failure (500, or an error
+event once a stream has started), not a timeout."""
 
 from __future__ import annotations
 
@@ -53,6 +54,16 @@ class MuteEngine(FakeEngineBase):
         return self._nothing()
 
 
+class HalfEngine(FakeEngineBase):
+    """Says a word, then ends the request without a finish reason (and without an error)."""
+
+    async def _half(self) -> AsyncIterator[Delta]:
+        yield Delta("Xin ", prompt_tokens=2)
+
+    def generate(self, request: Request, request_id: str) -> AsyncIterator[Delta]:
+        return self._half()
+
+
 def _spec() -> ModelSpec:
     return ModelSpec(name="m", plan=LoadPlan(model=Path("/none.gguf"), context=256), memory=Memory(ram=1))
 
@@ -83,3 +94,15 @@ def test_an_engine_that_ends_a_request_without_a_word_is_a_server_error(tmp_path
         r = httpx.post(url + "/v1/chat/completions", json=BODY, timeout=30)
         assert r.status_code == 500
         assert r.json()["error"]["message"] == "m ended the request before answering."
+
+
+def test_an_engine_that_stops_mid_answer_is_a_server_error_not_a_short_answer(tmp_path: Path) -> None:
+    home = KennelHome(tmp_path / "h")
+    with running_server([_spec()], home, engine_factory=HalfEngine, request_timeout=30) as url:
+        r = httpx.post(url + "/v1/chat/completions", json=BODY, timeout=30)
+        assert r.status_code == 500
+        assert r.json()["error"]["message"].startswith("m stopped in the middle of its answer. Retry;")
+        streamed = httpx.post(url + "/v1/chat/completions", json={**BODY, "stream": True}, timeout=30)
+        assert '"content": "Xin "' in streamed.text and "stopped in the middle of its answer" in streamed.text
+        assert '"finish_reason": "length"' not in streamed.text
+        assert 'status="500"' in httpx.get(url + "/metrics").text

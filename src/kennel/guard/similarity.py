@@ -126,17 +126,16 @@ def windows(text: str) -> list[str]:
 
 def unit_rows(vectors: Sequence[Sequence[float]]) -> np.ndarray:
     """The vectors as rows of length 1 (a zero vector stays zero: its cosine with anything is 0)."""
-    m = np.asarray(vectors, dtype=np.float64)
+    try:
+        m = np.asarray(vectors, dtype=np.float64)
+    except ValueError:  # numpy refuses rows of different lengths
+        m = np.empty(0)
     if m.ndim != 2:
         raise InvalidOptionError("the embedding model answered vectors of different lengths")
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     out = np.zeros_like(m)
     np.divide(m, norms, out=out, where=norms > 0)
     return out
-
-
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    return float((unit_rows([a]) @ unit_rows([b]).T)[0, 0])
 
 
 class SimilarityStage:
@@ -167,10 +166,7 @@ class SimilarityStage:
         return await asyncio.shield(self._pending)
 
     async def _embed_attacks(self) -> np.ndarray:
-        vectors = await self.embed([e.text for e in self.examples])
-        if len(vectors) != len(self.examples):
-            raise InvalidOptionError("the embedding model answered a different number of vectors")
-        self._attacks = unit_rows(vectors)
+        self._attacks = unit_rows(_counted(await self.embed([e.text for e in self.examples]), self.examples))
         return self._attacks
 
     async def score(self, texts: Sequence[Scanned]) -> StageScore:
@@ -179,10 +175,11 @@ class SimilarityStage:
         pairwise Python loops took."""
         attacks = await self.attack_vectors()
         pieces = [(t.index, w) for t in texts for w in windows(t.text)]
-        vectors = unit_rows(await self.embed([w for _, w in pieces]))
-        if vectors.shape != (len(pieces), attacks.shape[1]):
+        vectors = unit_rows(_counted(await self.embed([w for _, w in pieces]), pieces))
+        if vectors.shape[1] != attacks.shape[1]:
             raise InvalidOptionError(
-                "the embedding model answered vectors of another shape than before",
+                f"the embedding model answered vectors of {vectors.shape[1]} numbers; the known "
+                f"attacks' have {attacks.shape[1]}",
                 hint="Restart kennel serve after changing the guard's embedding model.",
             )
         cos = vectors @ attacks.T
@@ -190,6 +187,15 @@ class SimilarityStage:
         best, near = float(cos[row, nearest]), self.examples[int(nearest)]
         where = pieces[int(row)][0]
         return StageScore(round(max(best, 0.0), 4), where, f"cos={best:.3f} ~ {near.lang}:{near.text[:40]!r}")
+
+
+def _counted(vectors: Sequence[Sequence[float]], asked: Sequence[object]) -> Sequence[Sequence[float]]:
+    if len(vectors) != len(asked):
+        raise InvalidOptionError(
+            f"the embedding model answered {len(vectors)} vectors for {len(asked)} texts",
+            hint="Check that the guard's embedding model is an embedding model (`kennel ps`).",
+        )
+    return vectors
 
 
 def calibrate(scored: Iterable[tuple[float, bool]], *, max_fpr: float = 0.03) -> float:

@@ -123,7 +123,9 @@ class Generation:
         self.canary: CanaryWatch | None = None
         self._leak_counted = False
         self._finished = False
-        self._aborting: asyncio.Future[None] | None = None  # the request timeout's abort, once sent
+        self._timed_out = False  # the request timeout's timer fired (it told the engine to stop)
+        # the loop keeps only a weak reference to a task: this one keeps the timer's abort alive
+        self._aborting: asyncio.Future[None] | None = None
 
     # ---- before the model -----------------------------------------------------------------
     def profile_defaults(self) -> ProfileSampling:
@@ -203,12 +205,12 @@ class Generation:
             self.state.metrics.queue_time.labels(self.label).observe(time.monotonic() - self.t0)
             stream = engine.generate(request, self.id)
             self.stack.push_async_callback(_close, stream)  # leaving early aborts the request
-            # past the request timeout the engine stops the request, even one that says nothing
-            timed_out = asyncio.Event()
 
+            # past the request timeout the engine stops the request, even one that says nothing
             def time_out() -> None:
-                timed_out.set()
-                self._aborting = asyncio.ensure_future(engine.abort(self.id))  # kept till it ran
+                self._timed_out = True
+                self._aborting = asyncio.ensure_future(engine.abort(self.id))
+                self._aborting.add_done_callback(_abort_failed)
 
             timer = asyncio.get_running_loop().call_later(
                 self.t0 + self.state.settings.request_timeout - time.monotonic(), time_out
@@ -218,7 +220,7 @@ class Generation:
                 return await stream.__anext__(), stream
             except StopAsyncIteration as exc:  # stopped before it said anything
                 # the timer's own word, not the clock: a timer may fire a little early
-                if timed_out.is_set():
+                if self._timed_out:
                     return Delta(finish_reason="length"), stream  # the timeout: an empty answer
                 raise EngineError(f"{self.model} ended the request before answering.") from exc
 
@@ -258,7 +260,12 @@ class Generation:
                 return
             try:
                 item = await rest.__anext__()
-            except StopAsyncIteration:  # stopped without an end: the timeout's abort
+            except StopAsyncIteration as exc:  # stopped without an end: the timeout's abort?
+                if not self._timed_out:
+                    raise EngineError(
+                        f"{self.model} stopped in the middle of its answer.",
+                        hint="Retry; the server's log says why the engine stopped.",
+                    ) from exc
                 yield await self._cut(rest, "length")
                 return
             now = time.monotonic()
@@ -515,3 +522,9 @@ async def _close(stream: AsyncIterator[Delta]) -> None:
     if aclose is not None:
         with suppress(Exception):
             await aclose()
+
+
+def _abort_failed(task: asyncio.Future[None]) -> None:
+    """The timer's abort, once done: a failure is logged, never left for the loop to find."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("could not stop a request past its timeout: %s", exc)
