@@ -78,20 +78,35 @@ def wait_ready(
     seconds: float = 90.0,
     path: str = "/readyz",
     proc: subprocess.Popen[Any] | None = None,
-    log: Callable[[], str] = lambda: "",
+    thread: threading.Thread | None = None,
+    log: Callable[[], str] | None = None,
 ) -> None:
-    """Until ``url + path`` answers 200; fails the test, with the end of the server's ``log``,
-    when ``proc`` exits first or the time runs out."""
+    """Until ``url + path`` answers 200; fails the test, with the end of the server's ``log``
+    (by default what ``proc`` wrote to a stderr pipe), when the server's ``proc`` or ``thread``
+    ends first or the time runs out."""
+    said = log or (lambda: exited_stderr(proc) if proc is not None else "")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
+            status = proc.returncode
             pytest.fail(
-                f"the server at {url} exited (status {proc.returncode}) before it was ready:\n{log()[-3000:]}"
+                f"the server at {url} exited (status {status}) before it was ready:\n{said()[-3000:]}"
             )
+        if thread is not None and not thread.is_alive():
+            pytest.fail(f"the server at {url} stopped before it was ready (its exception is in the output)")
         try:
             if httpx.get(url + path, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    pytest.fail(f"{url}{path} did not answer 200 within {seconds:g} s:\n{log()[-3000:]}")
+    pytest.fail(f"{url}{path} did not answer 200 within {seconds:g} s:\n{said()[-3000:]}")
+
+
+def exited_stderr(proc: subprocess.Popen[Any]) -> str:
+    """What a process that has exited wrote to its stderr pipe: "" while it runs (reading would
+    block) or when its stderr is not a pipe."""
+    if proc.poll() is None or proc.stderr is None:
+        return ""
+    data = proc.stderr.read()
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)

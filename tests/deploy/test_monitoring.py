@@ -131,17 +131,12 @@ def serving(make_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, seconds=120, proc=proc, log=lambda: _exited_stderr(proc))
+        wait_ready(url, seconds=120, proc=proc)
         assert httpx.get(url + "/metrics").status_code == 401  # not without the key
         yield url, tmp / "metrics-key"
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
-
-
-def _exited_stderr(proc: subprocess.Popen[bytes]) -> str:
-    """What a server that has exited wrote to its stderr pipe (read only then: it would block)."""
-    return proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
 
 
 def _wait(ready, seconds: float, proc: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]

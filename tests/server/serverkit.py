@@ -82,7 +82,7 @@ def running_server(
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, seconds=30, path="/healthz")
+        wait_ready(url, seconds=30, path="/healthz", thread=thread)
         yield url
     finally:
         server.should_exit = True

@@ -167,7 +167,7 @@ def test_errors_in_anthropics_shape(client: anthropic.Anthropic, server: str) ->
             ],
         )
     assert "not supported" in str(bad.value) and bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    with pytest.raises(anthropic.BadRequestError, match="tool_choice any forces a tool call"):
+    with pytest.raises(anthropic.BadRequestError, match="tool_choice 'any' forces a tool call"):
         client.messages.create(
             model="tools",
             max_tokens=5,

@@ -125,10 +125,10 @@ def test_a_forced_tool_call_and_a_json_format_are_refused_together(client: opena
         "max_tokens": 8,
     }
     named = {"type": "function", "function": {"name": "get_weather"}}
-    with pytest.raises(openai.BadRequestError, match="tool_choice required forces a tool call") as info:
+    with pytest.raises(openai.BadRequestError, match="tool_choice 'required' forces a tool call") as info:
         client.chat.completions.create(**ask, tool_choice="required", response_format={"type": "json_object"})
     said = info.value.body["message"]  # type: ignore[index]
-    assert said.startswith("tool_choice required forces")  # without pydantic's "Value error, "
+    assert said.startswith("tool_choice 'required' forces")  # without pydantic's "Value error, "
     assert said.endswith("drop response_format json_object, or let tool_choice be auto")
     weather = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}}
     with pytest.raises(openai.BadRequestError, match="'get_weather' forces a tool call"):

@@ -408,8 +408,8 @@ def test_two_replicas_share_one_keys_file(make_model, kennel_home: Path, tmp_pat
     a, url_a = _start(model, keys_file, homes[0], logs[0])
     b, url_b = _start(model, keys_file, homes[1], logs[1], KENNEL_KEYS_FILE_POLL="0")
     try:
-        wait_ready(url_a, path="/healthz", proc=a)
-        wait_ready(url_b, path="/healthz", proc=b)
+        for proc, url, log in ((a, url_a, "a.log"), (b, url_b, "b.log")):
+            wait_ready(url, path="/healthz", proc=proc, log=(tmp_path / log).read_text)
         for url in (url_a, url_b):
             assert (_status(url, alice), _status(url, bob)) == (200, 200)
             assert (_status(url, None), _status(url, "kn-wrong")) == (401, 401)

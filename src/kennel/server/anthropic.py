@@ -176,7 +176,7 @@ class MessagesRequest(Body):
             [t.name for t in self.tools or ()],
             named=choice.name if choice is not None and choice.type == "tool" else None,
             required="any" if choice is not None and choice.type == "any" else None,
-            json_format=json_format(
+            output_format=json_format(
                 "output_config.format",
                 self.output_config.format.type if self.output_config and self.output_config.format else None,
             ),

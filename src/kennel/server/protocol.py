@@ -20,23 +20,28 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def check_tools(
-    names: list[str], *, named: str | None = None, required: str | None = None, json_format: str | None = None
+    names: list[str],
+    *,
+    named: str | None = None,
+    required: str | None = None,
+    output_format: str | None = None,
 ) -> None:
     """One rule for every API's tools: names are unique, a named choice is among them, and a
     choice that requires a call (``required`` says how the API spells it) has tools to call and
-    no JSON output format (``json_format``: the field that asks for one) against it: llama.cpp
-    holds an answer to one grammar, the format's, and would drop the call without a word."""
+    no JSON output format (``output_format``: the field that asks for one) against it. llama.cpp
+    holds an answer to one grammar, the format's, and would drop the call without a word; the
+    rule holds for every engine, so a request means the same whichever engine serves it."""
     if len(set(names)) != len(names):
         raise ValueError("tools: two functions share a name")
     if named is not None and named not in names:
         raise ValueError(f"tool_choice names {named!r}, which is not in tools")
     if required is not None and not names:
         raise ValueError(f"tool_choice {required!r} needs tools")
-    forced = f"{named!r}" if named is not None else required
-    if forced is not None and json_format is not None:
+    forced = named if named is not None else required
+    if forced is not None and output_format is not None:
         raise ValueError(
-            f"tool_choice {forced} forces a tool call, which {json_format} would forbid (the answer "
-            f"follows one grammar): drop {json_format}, or let tool_choice be auto"
+            f"tool_choice {forced!r} forces a tool call, which {output_format} would forbid (the "
+            f"answer follows one grammar): drop {output_format}, or let tool_choice be auto"
         )
 
 
@@ -290,7 +295,7 @@ class ChatRequest(_Sampled):
             [t.function.name for t in self.tools or ()],
             named=choice.function.name if isinstance(choice, NamedToolChoice) else None,
             required="required" if choice == "required" else None,
-            json_format=json_format(
+            output_format=json_format(
                 "response_format", self.response_format.type if self.response_format else None
             ),
         )

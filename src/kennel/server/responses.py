@@ -130,7 +130,7 @@ class ResponsesRequest(Body):
             [t.name for t in self.tools or ()],
             named=choice.name if isinstance(choice, NamedFunction) else None,
             required="required" if choice == "required" else None,
-            json_format=json_format(
+            output_format=json_format(
                 "text.format", self.text.format.type if self.text and self.text.format else None
             ),
         )

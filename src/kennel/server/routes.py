@@ -158,8 +158,7 @@ async def chat_completions(body: ChatRequest, request: Request, key: Key) -> Any
         answer = await g.collect(first, rest)
         g.log_content([m.model_dump(exclude_none=True) for m in body.messages])
         return JSONResponse(chat_answer(g.id, body.model, answer), headers=g.headers())
-    out = ChatChunks(g.id, body.model)
-    return g.stream(_chunks(g, first, rest, out, body.stream_options, head=out.first()))
+    return g.stream(_chunks(g, first, rest, ChatChunks(g.id, body.model), body.stream_options))
 
 
 @router.post("/v1/completions", response_model=None)
@@ -195,13 +194,11 @@ async def _chunks(
     rest: AsyncIterator[Delta],
     out: ChatChunks | TextChunks,
     options: StreamOptions | None,
-    *,
-    head: dict[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """OpenAI's stream of one answer: the head (chat's role chunk), a chunk per piece, one with
-    the finish reason, then the usage if the client asked for it."""
-    if head is not None:
-        yield head
+    """OpenAI's stream of one answer: (chat's role chunk,) a chunk per piece, one with the finish
+    reason, then the usage if the client asked for it."""
+    if isinstance(out, ChatChunks):
+        yield out.first()
     async for d in g.pieces(first, rest):
         if (c := out.piece(d)) is not None:
             yield c
