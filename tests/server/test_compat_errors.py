@@ -98,19 +98,23 @@ def test_the_store_api_is_off_with_keys_unless_the_operator_turns_it_on(
             r = httpx.request(method, url + path, json=body, headers={"x-api-key": secrets[name]})
             assert r.status_code == 403, path
             assert "does not let API clients change its model store" in r.json()["error"], path
-    # store_api: true lets a key without a model list do it, and still not a restricted one
+    # store_api: true lets an admin key do it, and still not a user key, even one for every model
     home = KennelHome(tmp_path / "home")
     with KeyStore.open(home) as ks:
         on = {"all": ks.create("all")[1], "some": ks.create("some", models=["m"])[1]}
+        on["boss"] = ks.create("boss", role="admin")[1]
     spec = ModelSpec(name="m", plan=LoadPlan(model=Path("/none.gguf"), context=256), memory=Memory(ram=1))
     with running_server(
         [spec], home, engine_factory=Failing, budget=Memory(ram=1 << 30), store_api=True
     ) as u:
-        for method, path, body in STORE_CALLS:
-            r = httpx.request(method, u + path, json=body, headers={"Authorization": f"Bearer {on['some']}"})
-            assert r.status_code == 403 and "may not change the model store" in r.json()["error"], path
+        for user in ("all", "some"):
+            for method, path, body in STORE_CALLS:
+                r = httpx.request(
+                    method, u + path, json=body, headers={"Authorization": f"Bearer {on[user]}"}
+                )
+                assert r.status_code == 403 and "is a user key" in r.json()["error"], path
         r = httpx.request(
-            "DELETE", u + "/api/delete", json={"model": "gone"}, headers={"x-api-key": on["all"]}
+            "DELETE", u + "/api/delete", json={"model": "gone"}, headers={"x-api-key": on["boss"]}
         )
         assert r.status_code == 404 and "No model 'gone' in the store" in r.json()["error"]
 

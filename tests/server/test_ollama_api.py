@@ -17,6 +17,7 @@ import ollama
 import pytest
 
 from kennel.checkup.assertions import schema_error
+from kennel.server import ollama_store
 from kennel.settings import KennelHome
 from kennel.store.names import parse_ref
 from kennel.store.registry import Store
@@ -276,6 +277,12 @@ def test_pull_with_progress_copy_and_delete(
         assert (
             store.resolve(parse_ref("mine:prod")).profile == store.resolve(parse_ref("llama-3.2-1b")).profile
         )
+        assert store.history("mine")[-1].actor == "ollama-api"  # no keys here: the API is who
+    # with keys, the audit log names the key that did it
+    ollama_store.copy(home, "llama3.2:1b", "theirs", ollama_store.actor_of("boss"))
+    ollama_store.delete(home, "theirs", ollama_store.actor_of("boss"))
+    with Store.open(home) as store:
+        assert {e.actor for e in store.history("theirs")} == {"ollama-api:boss"}  # made and removed
     assert client.delete("mine:prod").status == "success"
     # a version made on the side (a fine-tuned candidate, say) outlives the pulled one's removal
     with Store.open(home) as store:

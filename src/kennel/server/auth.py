@@ -51,8 +51,8 @@ def check_key(request: Request, key: ApiKey | None, model: str) -> None:
 def require_store_api(request: Request, key: ApiKey | None) -> None:
     """Changing the store (Ollama's pull, delete, copy) is on by default only for a server without
     keys (loopback, one person's machine). With keys in use it takes ``store_api: true``, and then
-    an admin key (``--role admin``), or a key without a model list, as before keys had roles (a
-    key limited to some models must not add or remove models for everyone)."""
+    an admin key (``--role admin``; keys made before roles existed are admins): a user key, even
+    one for every model, must not add or remove models for everyone."""
     state: AppState = request.app.state.kennel
     enabled = state.settings.store_api
     if enabled is None:
@@ -62,9 +62,9 @@ def require_store_api(request: Request, key: ApiKey | None) -> None:
             "This server does not let API clients change its model store (pull, delete, copy).",
             hint="Run `kennel pull` / `kennel rm` on the server, or set store_api: true in its config.",
         )
-    if key is not None and key.models and not key.is_admin:
+    if key is not None and not key.is_admin:
         raise StoreApiError(
-            f"The key {key.name!r} may use only some models; it may not change the model store.",
+            f"The key {key.name!r} is a user key; it may not change the model store.",
             hint="Use an admin key (`kennel keys create NAME --role admin`), "
-            "or run `kennel pull` on the server.",
+            "or run `kennel pull` / `kennel rm` on the server.",
         )

@@ -341,7 +341,7 @@ def _account(request: Request, key: ApiKey | None, endpoint: str, model: str, st
 async def pull(body: PullBody, request: Request, key: Key) -> Any:
     require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
-    home = _home(state)
+    home, who = _home(state), ollama_store.actor_of(key.name if key else None)
     try:
         target = await asyncio.to_thread(ollama_store.plan, body.ref)
     except KennelError as exc:
@@ -350,7 +350,7 @@ async def pull(body: PullBody, request: Request, key: Key) -> Any:
     if not body.stream:
 
         async def drain() -> None:
-            async with aclosing(ollama_store.pull_lines(home, target)) as lines:
+            async with aclosing(ollama_store.pull_lines(home, target, who)) as lines:
                 async for _ in lines:
                     pass
 
@@ -366,7 +366,7 @@ async def pull(body: PullBody, request: Request, key: Key) -> Any:
         status = 499  # unless the pull ends, or fails and says so
         try:
             # closed with this stream, so a client that leaves stops the download
-            async with aclosing(ollama_store.pull_lines(home, target)) as progress:
+            async with aclosing(ollama_store.pull_lines(home, target, who)) as progress:
                 async for line in progress:
                     yield LINES.encode(line)
             status = 200
@@ -385,7 +385,9 @@ async def delete(body: ModelBody, request: Request, key: Key) -> Response:
     require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
     try:
-        await asyncio.to_thread(ollama_store.delete, _home(state), body.ref)
+        await asyncio.to_thread(
+            ollama_store.delete, _home(state), body.ref, ollama_store.actor_of(key.name if key else None)
+        )
     except KennelError as exc:
         _account(request, key, "ollama_delete", body.ref, status_of(exc), t0)
         raise
@@ -398,7 +400,8 @@ async def copy(body: CopyBody, request: Request, key: Key) -> Response:
     require_store_api(request, key)
     state, t0 = _state(request), time.monotonic()
     try:
-        await asyncio.to_thread(ollama_store.copy, _home(state), body.source, body.destination)
+        who = ollama_store.actor_of(key.name if key else None)
+        await asyncio.to_thread(ollama_store.copy, _home(state), body.source, body.destination, who)
     except KennelError as exc:
         _account(request, key, "ollama_copy", body.source, status_of(exc), t0)
         raise

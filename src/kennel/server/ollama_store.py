@@ -30,7 +30,12 @@ from kennel.store.registry import Store
 
 DEFAULT_QUANT = "Q4_K_M"  # what Ollama's library tags without a quantization hold
 PROGRESS_EVERY = 0.25  # seconds between progress lines for one file
-ACTOR = "ollama-api"  # who the store's audit log says did it
+ACTOR = "ollama-api"  # who the store's audit log says did it, when no API key says who
+
+
+def actor_of(key_name: str | None) -> str:
+    """Who the audit log names for a change through the Ollama API: the key, when keys are in use."""
+    return f"{ACTOR}:{key_name}" if key_name else ACTOR
 
 
 def plan(name: str) -> PullTarget:
@@ -68,7 +73,9 @@ class _Progress:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, line)
 
 
-async def pull_lines(home: KennelHome, target: PullTarget) -> AsyncGenerator[dict[str, Any], None]:
+async def pull_lines(
+    home: KennelHome, target: PullTarget, actor: str = ACTOR
+) -> AsyncGenerator[dict[str, Any], None]:
     """Ollama's pull progress: the manifest, each file's bytes, the check, success. Errors are
     raised (the caller sends them in Ollama's shape)."""
     loop = asyncio.get_running_loop()
@@ -84,7 +91,7 @@ async def pull_lines(home: KennelHome, target: PullTarget) -> AsyncGenerator[dic
             pull(
                 store,
                 target,
-                actor=ACTOR,
+                actor=actor,
                 message=f"pulled through the Ollama API: hf.co/{target.repo}",
                 progress=progress,
             )
@@ -133,7 +140,7 @@ def store_ref(store: Store, name: str) -> str:
     )
 
 
-def delete(home: KennelHome, name: str) -> str:
+def delete(home: KennelHome, name: str, actor: str = ACTOR) -> str:
     """Remove the version ``name`` names (a bare name: its ``latest``) with every tag on it, as
     `ollama rm` removes what one name pulled; refused while a server has it loaded. Other
     versions and their tags (a fine-tuned candidate, `prod` elsewhere) stay: the whole model goes
@@ -144,11 +151,11 @@ def delete(home: KennelHome, name: str) -> str:
         on_it = [t for t, v in store.tags(ref.name).items() if v == version]
         # each tag's removal drops the version with the last tag that names it
         for target in [f"{ref.name}:{t}" for t in on_it] or [f"{ref.name}@{version}"]:
-            execute_rm(store, plan_rm(store, target), actor=ACTOR, message="deleted through the Ollama API")
+            execute_rm(store, plan_rm(store, target), actor=actor, message="deleted through the Ollama API")
         return f"{ref.name}@{version}"
 
 
-def copy(home: KennelHome, source: str, destination: str) -> str:
+def copy(home: KennelHome, source: str, destination: str, actor: str = ACTOR) -> str:
     """``destination`` names the same version as ``source``: a tag of the same model, or a new
     model whose version shares the blobs."""
     with Store.open(home) as store:
@@ -161,9 +168,9 @@ def copy(home: KennelHome, source: str, destination: str) -> str:
         tag = dest.tag or DEFAULT_TAG
         why = f"copied from {source} through the Ollama API"
         if dest.name == version.model:
-            store.set_tag(parse_ref(f"{version.model}@{version.version}"), tag, actor=ACTOR, message=why)
+            store.set_tag(parse_ref(f"{version.model}@{version.version}"), tag, actor=actor, message=why)
         else:
             store.add_version(
-                dest.name, version.profile, action="copy", actor=ACTOR, message=why, tags=(tag,)
+                dest.name, version.profile, action="copy", actor=actor, message=why, tags=(tag,)
             )
         return f"{dest.name}:{tag}"
