@@ -221,7 +221,9 @@ class _Answer:
         return Response(
             text="".join(self.pieces),
             ttft_ms=ttft,
-            latency_ms=latency,
+            # a request that failed before any answer took no "latency" (0 ms for a refused
+            # connection): counted, it would drag the report's p50 down in an outage
+            latency_ms=None if error is not None and self.first is None else latency,
             output_tokens=tokens if error is None or tokens else None,
             tokens_per_s=speed,
             error=error,
@@ -274,12 +276,20 @@ def ask(
     except httpx.TimeoutException:
         error = f"timed out after {timeout:g} s"
     except httpx.ConnectError as exc:
-        error = f"cannot connect to {target.label}: {exc}"
+        error = f"{UNREACHABLE} {target.label}: {exc}"
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
     except ValueError as exc:  # a chunk or body that is not JSON
         error = f"malformed response from {target.label}: {exc}"
     return answer.response(clock(), error)
+
+
+UNREACHABLE = "cannot connect to"  # how a prompt's error starts when nothing answered at all
+
+
+def unreachable(run: RunResult) -> bool:
+    """Nothing answered any prompt: the server is down or the URL wrong, not the model worse."""
+    return bool(run.results) and all((r.error or "").startswith(UNREACHABLE) for r in run.results)
 
 
 def warm_up(client: httpx.Client, target: Target, *, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -22,6 +22,7 @@ from kennel.checkup.runner import (
     Target,
     local_target,
     run_suite,
+    unreachable,
     url_target,
 )
 from kennel.checkup.scheduler import alert_after_run
@@ -222,6 +223,11 @@ def run_cmd(
             f"[{colour}]{passed}/{len(run.results)} passed[/] · run {run.info.run_id} · "
             f"{escape(str(csv_file))}"
         )
+        if unreachable(run):
+            err_console().print(
+                f"Nothing answered at {escape(tgt.label)}. Start the server (`kennel serve`) or give "
+                "--url; this run is recorded as failed, as an outage would be."
+            )
         if alerts is not None:
             _print_alert(alerts)
     if not run.passed:
