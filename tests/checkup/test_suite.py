@@ -133,7 +133,7 @@ def test_bad_suites_say_where_and_what(body: str, expected: str) -> None:
     with pytest.raises(InvalidOptionError) as info:
         parse_suite("name: bad\nprompts:\n" + body + "\n", source="bad.yaml")
     assert info.value.message.startswith("bad.yaml") and expected in info.value.message, info.value.message
-    assert info.value.hint and "default.yaml" in info.value.hint
+    assert info.value.hint and "prompts: [{id: capital" in info.value.hint
     assert "Tuple should have at least" not in info.value.message  # no noise next to the real problem
 
 
@@ -171,3 +171,11 @@ def test_the_default_suite_has_five_questions_in_english_and_vietnamese() -> Non
     assert any(ord(c) > 0x1EA0 for c in by_id["factual-vi"].messages[0].content)  # Vietnamese letters (ủ, ố…)
     assert "json-schema" in {a.type for a in by_id["json-en"].assertions()}
     assert "regex" in {a.type for a in by_id["three-lines-en"].assertions()}
+
+
+def test_a_suite_file_without_a_name_is_named_after_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "front-desk.yaml"
+    path.write_text("prompts:\n  - {id: hi, prompt: 'Xin chào', assert: [{type: icontains, value: chào}]}\n")
+    assert load_suite(path).name == "front-desk"
+    path.write_text("name: Front desk\n" + path.read_text())
+    assert load_suite(path).name == "Front desk"

@@ -118,8 +118,9 @@ class Suite(BaseModel):
         return self.threshold if prompt.threshold is None else prompt.threshold
 
 
-def parse_suite(text: str, *, source: str = "suite") -> Suite:
-    """A Suite from YAML text; ``source`` names it in error messages."""
+def parse_suite(text: str, *, source: str = "suite", name: str | None = None) -> Suite:
+    """A Suite from YAML text; ``source`` names it in error messages, ``name`` is the suite's
+    name where the text gives none (a file's stem)."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -129,13 +130,18 @@ def parse_suite(text: str, *, source: str = "suite") -> Suite:
         ) from exc
     if not isinstance(doc, dict):
         raise InvalidOptionError(f"{source} must be a YAML mapping with name and prompts.", hint=_HINT)
+    if name and "name" not in doc:
+        doc = {"name": name, **doc}
     try:
         return Suite.model_validate(doc)
     except ValidationError as exc:
         raise InvalidOptionError(f"{source}: {_problems(exc)}.", hint=_HINT) from exc
 
 
-_HINT = "See the default suite (kennel/checkup/data/default.yaml) for the format."
+_HINT = (
+    "A suite looks like: prompts: [{id: capital, prompt: 'Capital of France?', assert: "
+    "[{type: icontains, value: paris}]}] (the README lists every assertion)."
+)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -154,7 +160,7 @@ def load_suite(path: Path) -> Suite:
             f"Cannot read the suite {path}: {exc}.",
             hint="Give a YAML file with --suite, or leave it out for the default suite.",
         ) from exc
-    return parse_suite(text, source=str(path))
+    return parse_suite(text, source=str(path), name=path.stem)
 
 
 def default_suite_text() -> str:
