@@ -104,3 +104,15 @@ def test_restore_refuses_a_damaged_backup_and_a_full_home(make_model, tmp_path: 
     fresh = tmp_path / "fresh"
     r = kennel("restore", str(bad), env={"KENNEL_HOME": str(fresh)})
     assert r.returncode == 2 and "checksum" in r.stderr and not fresh.exists()  # nothing half restored
+
+
+def test_a_model_restored_without_its_file_says_so_by_name(make_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home, fresh = tmp_path / "home", tmp_path / "fresh"
+    path, _ = make_model()
+    assert kennel("import", str(path), "--name", "tiny", env={"KENNEL_HOME": str(home)}).returncode == 0
+    _doc(["backup", "-o", str(tmp_path / "lists.tar")], home)  # no --models: the databases only
+    _doc(["restore", str(tmp_path / "lists.tar")], fresh)
+    r = kennel("run", "tiny", "hi", env={"KENNEL_HOME": str(fresh)})
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "The store lists tiny but does not hold its file" in said, r.stderr
+    assert "restore a backup made with --models" in said.lower()

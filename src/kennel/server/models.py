@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kennel.engines.base import Adapter, LoadPlan, Memory, Task
 from kennel.engines.select import resolve_kind
-from kennel.errors import InvalidOptionError
+from kennel.errors import InvalidOptionError, NotInStoreError
 from kennel.fit.estimate import default_run, estimate
 from kennel.fit.memory import kv_cache_per_layer
 from kennel.fit.placement import budgets
@@ -66,7 +66,7 @@ def model_spec(
         with Store.open(home) as store:
             v = store.resolve(r)
             profile, digests = v.profile, tuple(d for d, _, _ in v.profile.blobs())
-            path = _materialize(store, home, v.profile)
+            path = _materialize(store, home, v.profile, ref)
             adapter = store.blobs.path(v.profile.adapter) if v.profile.adapter else None
         served = name or (str(r) if r.tag or r.version else r.name)
     kind = resolve_kind(engine, path)
@@ -270,13 +270,14 @@ def _task(metadata: dict[str, object], *, causal: bool) -> Task:
 def stored_path(ref: str, home: KennelHome) -> Path:
     """A store model as its engine (or the guard's classifier) reads it: a GGUF file or a folder."""
     with Store.open(home) as store:
-        return _materialize(store, home, store.resolve(parse_ref(ref)).profile)
+        return _materialize(store, home, store.resolve(parse_ref(ref)).profile, ref)
 
 
-def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:
+def _materialize(store: Store, home: KennelHome, profile: Profile, ref: str) -> Path:
     """The model as its engine expects it, as links in KENNEL_HOME/run/models/<digest> to the
     read-only blobs: a GGUF under its own file name (llama.cpp finds the shards of a split model
-    by name), or a transformers folder with each file at its path."""
+    by name), or a transformers folder with each file at its path. A blob the store lists but does
+    not hold (a backup restored without --models) is said so here, by the model's name."""
     # two models may share a config.json (one architecture): a folder is known by all its files
     key = (
         profile.base[0]
@@ -290,6 +291,13 @@ def _materialize(store: Store, home: KennelHome, profile: Profile) -> Path:
     else:
         names = [store.blob(d).file_name.rsplit("/", 1)[-1] for d in profile.base]
     for digest, file_name in zip(profile.base, names, strict=True):
+        if not store.blobs.path(digest).is_file():
+            raise NotInStoreError(
+                f"The store lists {ref} but does not hold its file {file_name} (sha256 {digest[:12]}…); "
+                "a backup restored without --models keeps the list, not the files.",
+                hint="Restore a backup made with --models, or get the file again as you first did "
+                "(`kennel pull`, `kennel import`).",
+            )
         link = folder / file_name
         # Profile checks the names; this is the lock (normpath: the link itself points out, to its blob)
         if not Path(os.path.normpath(link)).is_relative_to(folder):
