@@ -169,6 +169,22 @@ def test_lease_of_a_running_server_blocks_removal(store: Store, m: tuple[str, st
     assert not store.blobs.path(b).exists()
 
 
+def test_a_served_version_is_refused_one_sharing_its_file_is_not(store: Store, m: tuple[str, str]) -> None:
+    """m@1 and m@2 share blob A. A server serving m@2 reads A: m@1 may go (A stays, for m@2), m@2
+    may not (a server serves it), though removing it would delete no file either."""
+    a, _ = m
+    with maintenance.lease(store, {a}, holder="test server", versions=[("m", 2)]):
+        assert maintenance.leased_versions(store) == {("m", 2): f"test server (pid {os.getpid()})"}
+        assert plan_rm(store, "m@1").blocked == ()
+        (why,) = plan_rm(store, "m:prod").blocked
+        assert why.startswith("m@2 is served by test server") and why.endswith("stop it first")
+        execute_rm(store, plan_rm(store, "m@1"))
+        assert store.blobs.path(a).read_bytes()  # still there, for the server
+        blocked = plan_rm(store, "m").blocked  # the whole model: m@2 is served, and A would go
+        assert len(blocked) == 2 and "m@2 is served" in blocked[0] and f"blob {a[:12]}" in blocked[1]
+    assert maintenance.leased_versions(store) == {}
+
+
 def test_lease_of_a_dead_process_is_ignored_and_cleaned(store: Store, m: tuple[str, str]) -> None:
     _, b = m
     folder = store.root / "leases"

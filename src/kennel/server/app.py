@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
@@ -54,7 +54,7 @@ def create_app(
         # every configured model's blobs are leased while the server runs, loaded or not: a model
         # removed before its first request would fail that request
         lease = _lease_writer(kennel_home)
-        lease({d for s in specs for d in s.digests})
+        lease(specs)
         pool = Pool(
             specs,
             budget=budget,
@@ -110,7 +110,7 @@ def create_app(
             _close_guard_stages(app.state.kennel.guards.values())
             if alerts is not None:
                 await alerts.drain()
-            lease(set())
+            lease(())
 
     app = FastAPI(title="kennel", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -174,8 +174,13 @@ async def _reap(pool: Pool) -> None:
         await pool.reap()
 
 
-def _lease_writer(home: KennelHome) -> Callable[[set[str]], None]:
-    """Tell `kennel rm` which store blobs this server has loaded."""
+def _lease_writer(home: KennelHome) -> Callable[[Sequence[ModelSpec]], None]:
+    """Tell `kennel rm` which store versions this server serves and which blobs it reads."""
     from kennel.store.maintenance import write_lease
 
-    return lambda digests: write_lease(home.root / "store", "server", digests, holder="kennel serve")
+    def write(served: Sequence[ModelSpec]) -> None:
+        digests = {d for s in served for d in s.digests}
+        versions = [s.stored for s in served if s.stored is not None]
+        write_lease(home.root / "store", "server", digests, holder="kennel serve", versions=versions)
+
+    return write

@@ -57,6 +57,7 @@ def model_spec(
     prompts of one full context, at least 256 MiB."""
     profile: Profile | None = None
     digests: tuple[str, ...] = ()
+    stored: tuple[str, int] | None = None
     adapter: Path | None = None
     if _is_path(ref):
         path = Path(ref).expanduser()
@@ -66,6 +67,7 @@ def model_spec(
         with Store.open(home) as store:
             v = store.resolve(r)
             profile, digests = v.profile, tuple(d for d, _, _ in v.profile.blobs())
+            stored = (v.model, v.version)
             path = _materialize(store, home, v.profile, ref)
             adapter = store.blobs.path(v.profile.adapter) if v.profile.adapter else None
         served = name or (str(r) if r.tag or r.version else r.name)
@@ -88,7 +90,11 @@ def model_spec(
         )
         template = profile.template if profile else None
         return replace(
-            spec, plan=replace(spec.plan, chat_template=template), profile=profile, digests=digests
+            spec,
+            plan=replace(spec.plan, chat_template=template),
+            profile=profile,
+            digests=digests,
+            stored=stored,
         )
     header = check_gguf(path)
     shape = shape_from_gguf(header, name=served)
@@ -149,6 +155,7 @@ def model_spec(
         memory=Memory(ram=ram + prompt_cache, vram=vram if gpu_ok else ()),
         profile=profile,
         digests=digests,
+        stored=stored,
         pinned=pinned,
         keep_alive=FOREVER if keep_alive < 0 else keep_alive,
         n_vocab=shape.n_vocab,

@@ -51,6 +51,7 @@ class ModelSpec:
     memory: Memory  # the fit estimate, checked before loading
     profile: Profile | None = None
     digests: tuple[str, ...] = ()  # store blobs it uses (leased while the server runs)
+    stored: tuple[str, int] | None = None  # the store version it serves (model, number), leased too
     pinned: bool = False
     keep_alive: float = 300.0  # seconds idle before unloading; FOREVER for never
     n_vocab: int = 0  # tokens in the model's vocabulary (0: unknown), to check logit_bias ids

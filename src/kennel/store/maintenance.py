@@ -1,17 +1,20 @@
 """Removing models and collecting garbage: plan first, then execute (the plan is the dry run).
 
-A running server leases the blobs it has loaded (a small JSON file per process under
-store/leases); a lease whose process is gone is ignored and cleaned up.
+A running server leases the blobs it has loaded and the store versions it serves (a small JSON
+file per process under store/leases); a lease whose process is gone is ignored and cleaned up.
+Removal is refused for a version a server serves, and for a blob a server reads that the removal
+would delete; a version that only shares a file with a served one may go (the file stays).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from filelock import FileLock, Timeout
@@ -26,24 +29,40 @@ def _leases_dir(store: Store) -> Path:
     return store.root / "leases"
 
 
-def write_lease(store_root: Path, name: str, digests: set[str], *, holder: str) -> None:
-    """Record (or, with no digests, drop) this process's lease ``name`` on ``digests``; written
-    atomically, so `kennel rm` never reads half a file."""
+def write_lease(
+    store_root: Path,
+    name: str,
+    digests: set[str],
+    *,
+    holder: str,
+    versions: Iterable[tuple[str, int]] = (),
+) -> None:
+    """Record (or, with no digests, drop) this process's lease ``name`` on ``digests`` and the
+    store ``versions`` (model, number) it serves; written atomically, so `kennel rm` never reads
+    half a file."""
     path = store_root / "leases" / f"{os.getpid()}-{name}.json"
     if not digests:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "holder": holder, "digests": sorted(digests)}))
+    doc = {
+        "pid": os.getpid(),
+        "holder": holder,
+        "digests": sorted(digests),
+        "versions": sorted(set(versions)),
+    }
+    tmp.write_text(json.dumps(doc))
     os.replace(tmp, path)
 
 
 @contextmanager
-def lease(store: Store, digests: set[str], *, holder: str) -> Iterator[None]:
-    """Mark ``digests`` as in use by this process (a server with them loaded) while inside."""
+def lease(
+    store: Store, digests: set[str], *, holder: str, versions: Iterable[tuple[str, int]] = ()
+) -> Iterator[None]:
+    """Mark ``digests`` (and ``versions``) as in use by this process while inside."""
     name = str(id(digests))
-    write_lease(store.root, name, digests, holder=holder)
+    write_lease(store.root, name, digests, holder=holder, versions=versions)
     try:
         yield
     finally:
@@ -52,20 +71,33 @@ def lease(store: Store, digests: set[str], *, holder: str) -> Iterator[None]:
 
 def leased(store: Store) -> dict[str, str]:
     """digest -> holder, for leases of live processes (stale lease files are deleted)."""
-    out: dict[str, str] = {}
+    return {d: who for doc, who in _live_leases(store) for d in doc.get("digests", [])}
+
+
+def leased_versions(store: Store) -> dict[tuple[str, int], str]:
+    """(model, version) -> holder: the store versions live servers serve."""
+    out: dict[tuple[str, int], str] = {}
+    for doc, who in _live_leases(store):
+        for v in doc.get("versions", []):
+            if isinstance(v, list) and len(v) == 2:
+                out[(str(v[0]), int(v[1]))] = who
+    return out
+
+
+def _live_leases(store: Store) -> list[tuple[dict[str, Any], str]]:
+    """Each live process's lease document and how to name its holder; stale files deleted."""
+    out = []
     folder = _leases_dir(store)
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             doc = json.loads(path.read_text())
             alive = psutil.pid_exists(int(doc["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
-            alive = False
-            doc = {}
+            alive, doc = False, {}
         if not alive:
             path.unlink(missing_ok=True)
             continue
-        for d in doc.get("digests", []):
-            out[d] = f"{doc.get('holder', 'a server')} (pid {doc['pid']})"
+        out.append((doc, f"{doc.get('holder', 'a server')} (pid {doc['pid']})"))
     return out
 
 
@@ -114,8 +146,12 @@ def plan_rm(store: Store, ref_text: str) -> RemovalPlan:
     remaining = {d for v in live if v not in versions for d in store.blobs_of(ref.name, [v])}
     others = _digests_of_other_models(store, ref.name)
     freed = store.blobs_of(ref.name, versions) - remaining - others
+    served = leased_versions(store)
+    for v in versions:
+        if (ref.name, v) in served:
+            blocked.append(f"{ref.name}@{v} is served by {served[(ref.name, v)]}; stop it first")
     in_use = leased(store)
-    for d in sorted(store.blobs_of(ref.name, versions)):
+    for d in sorted(freed):  # a file a server reads, deleted under it
         if d in in_use:
             blocked.append(f"blob {d[:12]}… is loaded by {in_use[d]}; stop it first")
     return RemovalPlan(
