@@ -59,6 +59,13 @@ def test_hw_what_if_and_saved_profile(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("cpu: 3\n")
     assert "not a kennel hardware profile" in _bad("fit", "tinyllama-1.1b", "--hardware", str(broken))
+    for text, said in (
+        ("gpu: RTX 3090\ngpus: 2\nvram: 24G\n", "unknown keys gpus, vram"),  # a typo, named
+        ("gpu: RTX 3090\ngpu_count: two\n", "gpu_count is 'two', not a whole number"),
+        ("memory: {}\n", "it has no 'cpu'"),
+    ):
+        broken.write_text(text)
+        assert said in _bad("fit", "tinyllama-1.1b", "--hardware", str(broken)), text
     human = kennel("hw", "--gpu", "M3 Max", "--ram", "64G")
     assert "M3 Max" in human.stdout and "Metal limit" in human.stdout
     assert "Gaudi 3" in kennel("hw", "--list-gpus").stdout

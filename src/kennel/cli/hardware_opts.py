@@ -29,6 +29,10 @@ HARDWARE = typer.Option(
 
 
 _SHORT_KEYS = {"gpu", "gpu_count", "ram", "cpu_cores", "ram_bandwidth"}
+_SHORT_HINT = (
+    "A short profile takes gpu, gpu_count, ram, cpu_cores and ram_bandwidth, e.g. "
+    "{gpu: RTX 3090, gpu_count: 2, ram: 128G}; `kennel hw --json` writes a full one."
+)
 
 
 def load_profile(path: Path) -> HardwareProfile:
@@ -45,17 +49,31 @@ def load_profile(path: Path) -> HardwareProfile:
         doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         if isinstance(doc, dict) and isinstance(doc.get("hardware"), dict):
             doc = doc["hardware"]
-        if isinstance(doc, dict) and doc.keys() <= _SHORT_KEYS:
-            ram = doc.get("ram")
+        if isinstance(doc, dict) and not {"cpu", "memory"} & doc.keys():  # the short form
+            if unknown := sorted(str(k) for k in doc.keys() - _SHORT_KEYS):
+                raise HardwareSpecError(
+                    f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}.",
+                    hint=_SHORT_HINT,
+                )
+            ram, count = doc.get("ram"), doc.get("gpu_count", 1)
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise HardwareSpecError(
+                    f"{path}: gpu_count is {count!r}, not a whole number.", hint=_SHORT_HINT
+                )
             return what_if(
                 gpu=doc.get("gpu"),
-                gpu_count=int(doc.get("gpu_count", 1)),
+                gpu_count=count,
                 ram=parse_size(str(ram)) if ram is not None else None,
                 cpu_cores=doc.get("cpu_cores"),
                 ram_bandwidth_gbs=doc.get("ram_bandwidth"),
             )
         return HardwareProfile.from_dict(doc)
-    except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
+    except KeyError as exc:  # a full profile without one of its parts
+        raise HardwareSpecError(
+            f"{path} is not a kennel hardware profile: it has no {exc.args[0]!r}.",
+            hint="Save one with `kennel hw --json > machine.json`, or write gpu/gpu_count/ram in YAML.",
+        ) from exc
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise HardwareSpecError(
             f"{path} is not a kennel hardware profile ({exc}).",
             hint="Save one with `kennel hw --json > machine.json`, or write gpu/gpu_count/ram in YAML.",
