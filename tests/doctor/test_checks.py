@@ -112,3 +112,15 @@ def test_unwritable_home(tmp_path: Path) -> None:
     blocker.write_text("x")
     c = d.check_home(replace(ctx(tmp_path), home=KennelHome(blocker / "home")))
     assert c.status == "fail" and "KENNEL_HOME" in c.fix
+
+
+def test_a_port_holder_is_named_by_the_command_a_person_typed() -> None:
+    command_line = d.command_line
+    venv = "/srv/kennel/.venv/bin"
+    argv = [f"{venv}/python3.11", f"{venv}/kennel", "serve", "--model", "qwen2.5-7b", "--port", "8484"]
+    assert command_line(argv) == "kennel serve --model qwen2.5-7b --port 8484"
+    assert command_line(["/usr/bin/python3", "-m", "http.server", "80"]) == "python3 -m http.server 80"
+    assert command_line(["/usr/bin/ollama", "serve"]) == "ollama serve"
+    long = command_line(["kennel", "serve", *["--model", "x" * 40] * 5])
+    assert len(long) == 120 and long.endswith("…")
+    assert command_line([]) == ""

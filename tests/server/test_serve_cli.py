@@ -160,6 +160,7 @@ def test_a_port_in_use_is_refused_before_anything_loads(make_model) -> None:  # 
         )
     assert r.returncode == 2 and f"Port {port}" in r.stderr and "already in use" in r.stderr
     assert f"--port {port + 1}" in r.stderr and "Traceback" not in r.stderr
+    assert "Ollama" not in r.stderr  # not Ollama's port: no guess that Ollama holds it
     assert "kennel serve on" not in r.stderr and time.monotonic() - t0 < 30  # before the banner and any load
 
 

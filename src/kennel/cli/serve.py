@@ -245,10 +245,18 @@ def _check_port(settings: ServeSettings) -> None:
         if port is None or port_is_free(port, settings.host):
             continue
         holder = port_holder(port)
+        if holder and holder.startswith("kennel serve"):
+            hint = (
+                f"A kennel server already runs there (`kennel ps --url http://127.0.0.1:{port}`): "
+                f"use it, stop it, or serve on another port: {flag} {port + 1}."
+            )
+        else:
+            ollama = " (Ollama itself, on its port 11434?)" if port == 11434 else ""
+            hint = f"Stop that program{ollama}, or use another port: {flag} {port + 1}."
         raise InvalidOptionError(
             f"Port {port} on {settings.host or 'every interface'} is already in use"
             + (f" by {holder}." if holder else "."),
-            hint=f"Stop that program (Ollama itself, on 11434?), or use another port: {flag} {port + 1}.",
+            hint=hint,
         )
 
 

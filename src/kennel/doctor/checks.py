@@ -240,11 +240,22 @@ def port_holder(port: int) -> str | None:
         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
             try:
                 proc = psutil.Process(c.pid)
-                cmd = " ".join(proc.cmdline()[:4]) or proc.name()
+                cmd = command_line(proc.cmdline()) or proc.name()
             except psutil.Error:
                 cmd = "a process"
             return f"{cmd} (pid {c.pid})"
     return None
+
+
+def command_line(argv: list[str], limit: int = 120) -> str:
+    """A process's command as a person would have typed it: ``kennel serve --model m --port 8484``
+    rather than ``/srv/venv/bin/python /srv/venv/bin/kennel serve``, cut at ``limit`` characters."""
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python") and not argv[1].startswith("-"):
+        argv = argv[1:]  # a script run by its interpreter: the script is the program
+    if not argv:
+        return ""
+    text = " ".join([Path(argv[0]).name, *argv[1:]])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_port(c: DoctorContext) -> Check:
