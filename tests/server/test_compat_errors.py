@@ -6,6 +6,7 @@ mid-stream. A fake engine: no llama.cpp, each test runs in well under a second."
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from kennel.errors import EngineError
 from kennel.server.keys import KeyStore
 from kennel.server.pool import ModelSpec
 from kennel.settings import KennelHome
+from tests.cli.test_cli import kennel
 from tests.server.fakes import FakeEngineBase
 from tests.server.serverkit import running_server
 
@@ -174,3 +176,14 @@ def test_a_failure_mid_stream_in_each_apis_shape(keyed: tuple[str, dict[str, str
         assert events[-1].type == "error" and "fell over" in events[-1].message  # type: ignore[union-attr]
         assert events[-1].code == "engine_error"  # type: ignore[union-attr]
     assert {e: _failures(url, key, e) for e in before} == {e: n + 1 for e, n in before.items()}
+
+
+def test_kennel_ps_says_what_a_keyed_server_answered(keyed: tuple[str, dict[str, str]]) -> None:
+    url, secrets = keyed
+    for key, hint in (("kn-wrong", "KENNEL_API_KEY was refused"), ("", "Set KENNEL_API_KEY")):
+        r = kennel("ps", "--url", url, env={"KENNEL_API_KEY": key})
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "answered HTTP 401: " in said and hint in said, r.stderr
+        assert '{"error"' not in said  # the message, not the envelope
+    ok = kennel("ps", "--url", url.removeprefix("http://"), "--json", env={"KENNEL_API_KEY": secrets["all"]})
+    assert ok.returncode == 0 and json.loads(ok.stdout)["models"][0]["model"] == "m"

@@ -128,6 +128,10 @@ def test_serve_imported_model_end_to_end(make_model, kennel_home: Path) -> None:
         )
         doc = json.loads(ps.stdout)
         assert doc["models"][0]["model"] == "tiny" and doc["models"][0]["state"] == "ready"
+        # the address as people write it: KENNEL_URL (the checkups' /v1 form), no scheme
+        bare = {**os.environ, "KENNEL_URL": url.removeprefix("http://") + "/v1/"}
+        ps = subprocess.run([*KENNEL, "ps"], capture_output=True, text=True, timeout=60, env=bare)
+        assert ps.returncode == 0 and "tiny" in ps.stdout, ps.stderr
         rm = subprocess.run([*KENNEL, "rm", "tiny"], capture_output=True, text=True, timeout=60)
         assert rm.returncode == 2 and "kennel serve" in rm.stderr  # and now loaded
     finally:

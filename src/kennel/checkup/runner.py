@@ -159,7 +159,8 @@ def request_body(prompt: PromptCase, model: str) -> dict[str, Any]:
     return body
 
 
-def _error_message(r: httpx.Response) -> str:
+def error_message(r: httpx.Response) -> str:
+    """What an HTTP error answer says, in whichever API's envelope, at most 300 characters."""
     try:
         doc = r.json()
     except ValueError:
@@ -258,7 +259,7 @@ def ask(
         ) as r:
             if r.status_code >= 400:
                 r.read()
-                error = f"HTTP {r.status_code}: {_error_message(r)}"
+                error = f"HTTP {r.status_code}: {error_message(r)}"
             elif "text/event-stream" not in r.headers.get("content-type", ""):
                 r.read()  # a server that ignores stream=true: the whole answer at once
                 answer.take(r.json(), clock())
@@ -304,7 +305,7 @@ def warm_up(client: httpx.Client, target: Target, *, timeout: float = DEFAULT_TI
         return
     if r.status_code in (401, 403):
         raise InvalidOptionError(
-            f"{target.label} refused the request (HTTP {r.status_code}: {_error_message(r)}); "
+            f"{target.label} refused the request (HTTP {r.status_code}: {error_message(r)}); "
             "nothing was recorded.",
             hint="Give an API key that may use this model: --key KEY (or KENNEL_API_KEY).",
         )

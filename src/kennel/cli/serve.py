@@ -387,6 +387,15 @@ def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec
     )
 
 
+def server_root(url: str) -> str:
+    """A server's address as a person may give it (127.0.0.1:8484, http://host:8484/v1/) as the
+    root its own paths hang from: http://127.0.0.1:8484."""
+    u = url.strip().rstrip("/")
+    if not u.startswith(("http://", "https://")):
+        u = "http://" + u
+    return u.removesuffix("/v1")
+
+
 def _drop_flag(argv: list[str], flag: str) -> list[str]:
     if flag not in argv:
         return argv
@@ -395,26 +404,30 @@ def _drop_flag(argv: list[str], flag: str) -> list[str]:
 
 
 def ps(
-    url: str = typer.Option("http://127.0.0.1:8484", "--url", help="The server to ask."),
+    url: str | None = typer.Option(
+        None, "--url", help="The server to ask (KENNEL_URL; default: port 8484 on this machine)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """What a running `kennel serve` has loaded: memory, queue, keep-alive (KENNEL_API_KEY for keys)."""
-    headers = (
-        {"Authorization": f"Bearer {os.environ['KENNEL_API_KEY']}"}
-        if os.environ.get("KENNEL_API_KEY")
-        else {}
-    )
+    from kennel.checkup.runner import DEFAULT_URL, error_message
+
+    url = server_root(url or os.environ.get("KENNEL_URL") or DEFAULT_URL)
+    key = os.environ.get("KENNEL_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        r = httpx.get(url.rstrip("/") + "/kennel/ps", headers=headers, timeout=10.0)
+        r = httpx.get(url + "/kennel/ps", headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         raise RemoteError(
-            f"No kennel server answers at {url} ({exc}).", hint="Start one with `kennel serve --model NAME`."
+            f"No kennel server answers at {url} ({exc}).",
+            hint="Start one with `kennel serve --model NAME`, or give its address with --url.",
         ) from exc
     if r.status_code != 200:
-        raise RemoteError(
-            f"{url} answered HTTP {r.status_code}: {r.text[:200]}",
-            hint="Set KENNEL_API_KEY if it needs a key.",
-        )
+        if r.status_code == 401:
+            hint = "KENNEL_API_KEY was refused; set it to a valid key." if key else "Set KENNEL_API_KEY."
+        else:
+            hint = "Check that --url is a kennel server."
+        raise RemoteError(f"{url} answered HTTP {r.status_code}: {error_message(r)}", hint=hint)
     doc = r.json()
     if json_out:
         print_json("ps", doc)
