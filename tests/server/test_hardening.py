@@ -148,6 +148,20 @@ def test_client_mistakes_are_400_not_500(server: str) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] is None
 
 
+def test_a_wrong_path_or_method_has_a_stable_code_too(server: str) -> None:
+    wrong = httpx.get(server + "/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"] == {
+        "message": "Method Not Allowed",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "method_not_allowed",
+    }
+    nowhere = httpx.post(server + "/v1/chat/complete", json={})
+    assert nowhere.status_code == 404 and nowhere.json()["error"]["code"] == "unknown_path"
+    said = httpx.get(server + "/v1/messages")  # Anthropic's path: Anthropic's envelope
+    assert said.status_code == 405 and said.json()["type"] == "error"
+
+
 def test_readiness_is_about_the_server_not_the_first_model(server: str) -> None:
     r = httpx.get(server + "/readyz")
     assert r.status_code == 200 and r.json() == {"status": "ready"}  # nothing loaded yet, nothing pinned

@@ -57,6 +57,7 @@ _TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -72,6 +73,9 @@ _ANTHROPIC_TYPES = {
     429: "rate_limit_error",
     503: "overloaded_error",
 }
+
+
+_HTTP_CODES = {404: "unknown_path", 405: "method_not_allowed"}
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), dialect=dialect_of(request.url.path))
+        # Starlette's own refusals (no such path, wrong method) get a stable code like kennel's
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(
+            exc.status_code, str(exc.detail), code=code, dialect=dialect_of(request.url.path)
+        )
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
