@@ -17,8 +17,9 @@ import pytest
 
 from kennel.errors import InvalidOptionError
 from kennel.server.settings import load_settings
+from kennel.settings import KennelHome
 from tests.loopback import wait_ready
-from tests.server.serverkit import free_port
+from tests.server.serverkit import free_port, spec_for
 
 KENNEL = [sys.executable, "-m", "kennel.cli.main"]
 
@@ -181,3 +182,14 @@ def test_scheduled_checkups_are_checked_at_start(make_model, tmp_path: Path) -> 
     )
     r = subprocess.run([*KENNEL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "slack:" in r.stderr
+
+
+def test_a_context_past_the_trained_one_is_warned_about(make_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from kennel.cli.serve import _context_warnings
+
+    path, _ = make_model()  # trained on 4096 tokens
+    home = KennelHome(tmp_path / "h")
+    within, past = spec_for(path, home, name="a", ctx=4096), spec_for(path, home, name="b", ctx=8192)
+    assert (within.ctx_train, past.ctx_train) == (4096, 4096)
+    (said,) = _context_warnings([within, past])
+    assert said.startswith("b: ctx 8192 is beyond the 4096 tokens the model was trained on")

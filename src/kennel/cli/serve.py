@@ -189,7 +189,7 @@ def serve(
     from kennel.server.guard_stages import describe_guard
 
     c.print(describe_guard(settings), markup=False)
-    for warning in guard_warnings:
+    for warning in [*guard_warnings, *_context_warnings(specs)]:
         c.print(f"[yellow]warning:[/] {escape(warning)}")
     if settings.keys_file is not None:
         c.print(f"API keys from {settings.keys_file} (re-read when it changes, or on SIGHUP).")
@@ -330,6 +330,16 @@ def _build(settings: ServeSettings, home: KennelHome):  # type: ignore[no-untype
         engine_factory=lambda spec: make(spec.engine, spec.plan, spec.name),
     )
     return app, specs, guard_warnings
+
+
+def _context_warnings(specs: list[ModelSpec]) -> list[str]:
+    """As `kennel fit` says it: a context past the trained one is served, but may be garbage there."""
+    return [
+        f"{s.name}: ctx {s.plan.context} is beyond the {s.ctx_train} tokens the model was trained on; "
+        "quality may drop past that point unless the model supports RoPE scaling."
+        for s in specs
+        if s.ctx_train and s.plan.context > s.ctx_train
+    ]
 
 
 def _across_nodes(spec: ModelSpec, hw: HardwareProfile, nodes: int) -> ModelSpec:

@@ -159,6 +159,7 @@ def model_spec(
         pinned=pinned,
         keep_alive=FOREVER if keep_alive < 0 else keep_alive,
         n_vocab=shape.n_vocab,
+        ctx_train=shape.n_ctx_train,
         engine=kind,
     )
 

@@ -55,6 +55,7 @@ class ModelSpec:
     pinned: bool = False
     keep_alive: float = 300.0  # seconds idle before unloading; FOREVER for never
     n_vocab: int = 0  # tokens in the model's vocabulary (0: unknown), to check logit_bias ids
+    ctx_train: int = 0  # the context the model was trained on (0: unknown), for `kennel serve`'s warning
     engine: str = "llamacpp"  # the engine kind that runs it (kennel.engines.select)
 
 
