@@ -149,12 +149,40 @@ def test_a_body_over_the_limit(keyed: tuple[str, dict[str, str]]) -> None:
         assert r.status_code == 413 and shaped(r.json()), (path, r.text)
 
 
-def _failures(url: str, key: str, endpoint: str) -> float:
+def _failures(url: str, key: str, endpoint: str, model: str = "m", status: int = 500) -> float:
     text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
     found = re.search(
-        rf'^kennel_requests_total\{{endpoint="{endpoint}",model="m",status="500"\}} (\S+)$', text, re.M
+        rf'^kennel_requests_total\{{endpoint="{endpoint}",model="{model}",status="{status}"\}} (\S+)$',
+        text,
+        re.M,
     )
     return float(found.group(1)) if found else 0.0
+
+
+def test_refusals_before_the_route_are_counted_under_its_endpoint(keyed: tuple[str, dict[str, str]]) -> None:
+    """A wrong key, a model the key may not use, an unknown model, a store call with the store
+    off: each shows in kennel_requests_total, a made-up model name as "unknown"."""
+    url, secrets = keyed
+    admin = secrets["all"]
+    cases = (  # path, key, body, endpoint, model label, status
+        ("/v1/chat/completions", "kn-wrong", {"model": "m"}, "chat", "m", 401),
+        ("/api/chat", "kn-wrong", {"model": "m"}, "ollama_chat", "m", 401),
+        (
+            "/v1/messages",
+            secrets["some"],
+            {"model": "made-up", "max_tokens": 1, "messages": HI},
+            "messages",
+            "unknown",
+            403,
+        ),
+        ("/v1/chat/completions", admin, {"model": "made-up", "messages": HI}, "chat", "unknown", 404),
+        ("/api/pull", admin, {"model": "llama3.2:1b"}, "ollama_pull", "unknown", 403),
+    )
+    before = [_failures(url, admin, e, m, s) for _, _, _, e, m, s in cases]
+    for path, key, body, *_ in cases:
+        httpx.post(url + path, json=body, headers={"Authorization": f"Bearer {key}"})
+    after = [_failures(url, admin, e, m, s) for _, _, _, e, m, s in cases]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0] * len(cases)
 
 
 def test_a_failure_mid_stream_in_each_apis_shape(keyed: tuple[str, dict[str, str]]) -> None:

@@ -31,6 +31,25 @@ from kennel.server.http_errors import dialect_of, kennel_error_body, status_of_e
 
 log = logging.getLogger("kennel.requests")
 API = ("/v1/", "/rerank", "/kennel/", "/api/")
+# the endpoint each model route counts its requests under (kennel_requests_total and the request
+# log): one refused before its route counted it (a bad key, a model the key may not use, a rate
+# limit, a body too large) is counted here under the same name, so every refusal shows
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/rerank": "rerank",
+    "/rerank": "rerank",
+    "/v1/messages": "messages",
+    "/v1/responses": "responses",
+    "/api/chat": "ollama_chat",
+    "/api/generate": "ollama_generate",
+    "/api/embed": "ollama_embed",
+    "/api/embeddings": "ollama_embed",
+    "/api/pull": "ollama_pull",
+    "/api/delete": "ollama_delete",
+    "/api/copy": "ollama_copy",
+}
 CONSOLE = "/ui"
 Message = dict[str, Any]
 
@@ -39,6 +58,16 @@ def log_request(scope_state: dict[str, Any], fields: dict[str, Any]) -> None:
     """One line per request, metadata only; a request logs once (the front skips it then)."""
     scope_state["logged"] = True
     log.info(json.dumps(fields))
+
+
+def _model_of(body: bytes | None) -> str | None:
+    """The model a JSON body names, if it names one (read only for a request refused early)."""
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model[:256] if isinstance(model, str) else None
 
 
 def _loopback_host(host: bytes) -> bool:
@@ -121,13 +150,13 @@ class Front:
                 return
             if scope["method"] == "POST":  # a form: the same size and time caps as an API body
                 try:
-                    body = await self._read_body(scope, receive, time.monotonic())
+                    form = await self._read_body(scope, receive, time.monotonic())
                 except (RequestTimeoutError, RequestTooLargeError) as exc:
                     await self._refuse(send, exc, scope["path"])
                     return
-                if body is None:
+                if form is None:
                     return
-                receive = _replay(body, receive)
+                receive = _replay(form, receive)
             await self.app(scope, receive, send)
             return
         if scope["type"] != "http" or not scope["path"].startswith(API):
@@ -136,6 +165,7 @@ class Front:
         scope.setdefault("state", {})
         t0 = time.monotonic()
         started: dict[str, int] = {}
+        body: bytes | None = None
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -144,7 +174,7 @@ class Front:
 
         if (foreign := self._foreign(scope)) is not None:
             await self._refuse(sending, foreign, scope["path"])
-            self._log(scope, started, t0)
+            self._log(scope, started, t0, body)
             return
 
         if scope["method"] in ("POST", "DELETE"):  # Ollama's /api/delete sends a body too
@@ -157,16 +187,16 @@ class Front:
                 body = await self._read_body(scope, receive, t0)
             except (RequestTimeoutError, RequestTooLargeError) as exc:
                 await self._refuse(sending, exc, scope["path"])
-                self._log(scope, started, t0)
+                self._log(scope, started, t0, body)
                 return
             if body is None:  # the client left while sending
-                self._log(scope, started, t0)
+                self._log(scope, started, t0, body)
                 return
             receive = _replay(body, receive)
         try:
             await self.app(scope, receive, sending)
         finally:
-            self._log(scope, started, t0)
+            self._log(scope, started, t0, body)
 
     def _too_large(self) -> RequestTooLargeError:
         return RequestTooLargeError(
@@ -214,19 +244,28 @@ class Front:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _log(self, scope: Any, started: dict[str, int], t0: float) -> None:
+    def _log(self, scope: Any, started: dict[str, int], t0: float, body: bytes | None) -> None:
+        """The request's line, unless its route wrote one (and counted it); a model route's
+        request is counted here then, under the model it named if that model is served."""
         state = scope["state"]
         if state.get("logged"):
             return
+        endpoint, model = ENDPOINTS.get(scope["path"]), _model_of(body)
+        status = started.get("status", 499)
         fields: dict[str, Any] = {
-            "endpoint": scope["path"],
+            "endpoint": endpoint or scope["path"],
+            **({"model": model} if model else {}),
             "key": state.get("key"),
-            "status": started.get("status", 499),
+            "status": status,
             "latency_ms": round((time.monotonic() - t0) * 1000),
         }
         if state.get("auth_failure"):
             fields["auth"] = state["auth_failure"]
         log.info(json.dumps(fields))
+        kennel = getattr(self.state, "kennel", None)
+        if endpoint is not None and kennel is not None:
+            m = kennel.metrics
+            m.requests.labels(m.model_label(model or ""), endpoint, str(status)).inc()
 
 
 # Every console answer, its static files and the framework's own 404/405/422 included: no framing
