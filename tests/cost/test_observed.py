@@ -46,6 +46,8 @@ def serve(
 def test_parse_the_servers_own_metrics() -> None:
     m = server_metrics(parallel=4)
     serve(m, 10, prompt=500, output=101, ttft=0.6, queue=0.1, itl=0.05)
+    m.requests.labels("unknown", "chat", "401").inc(7)  # refusals: no tokens, and no model
+    m.requests.labels("qwen", "chat", "500").inc()
     s = parse_metrics(m.render().decode())
     assert s.requests == 10 and s.prompt_tokens == 5000 and s.generation_tokens == 1010
     assert s.ttft_count == 10 and s.ttft_sum == pytest.approx(6.0)

@@ -74,7 +74,9 @@ def parse_metrics(text: str, model: str | None = None) -> Sample:
     for name, labels, value in rows:
         if not name.startswith("kennel_") or (only is not None and labels.get("model") != only):
             continue
-        if "model" in labels:
+        if name == "kennel_requests_total" and labels.get("status") != "200":
+            continue  # refused and failed requests carry no tokens: per-request figures are of answers
+        if labels.get("model") not in (None, "unknown"):  # "unknown": names a client made up
             models.add(labels["model"])
         if name == "kennel_time_to_first_token_seconds_bucket":
             le = float(labels["le"])
