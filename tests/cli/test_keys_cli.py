@@ -64,7 +64,7 @@ def test_create_ls_revoke(kennel_home: Path) -> None:
         "ci": "revoked",
     }
     assert "revoked" in kennel("keys", "ls", "--all").stdout
-    assert "No API key named 'ci'" in _bad("keys", "revoke", "ci")
+    assert "The API key 'ci' is revoked" in _bad("keys", "revoke", "ci")
 
 
 def test_empty_ls() -> None:

@@ -84,8 +84,10 @@ def test_revoke(keys: KeyStore) -> None:
     assert revoked.revoked_at == NOW and revoked.state() == "revoked"
     assert _auth_fail(keys, secret).reason == "revoked"
     assert keys.list() == [] and [k.name for k in keys.list(include_revoked=True)] == ["ci"]
-    with pytest.raises(InvalidOptionError, match="No API key named 'ci'"):
+    with pytest.raises(InvalidOptionError, match="The API key 'ci' is revoked"):
         keys.revoke("ci")
+    with pytest.raises(InvalidOptionError, match="No API key named 'cj'"):
+        keys.revoke("cj")
     # the name is free again; the new secret works and the old one stays refused
     _, new_secret = keys.create("ci")
     assert keys.verify(new_secret).name == "ci"

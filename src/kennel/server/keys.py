@@ -380,6 +380,12 @@ class KeyStore:
             "SELECT * FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
         ).fetchone()
         if row is None:
+            if self.conn.execute("SELECT 1 FROM keys WHERE name = ?", (name,)).fetchone():
+                raise InvalidOptionError(
+                    f"The API key {name!r} is revoked.",
+                    hint=f"Make a new one: kennel keys create {name} (`kennel keys ls --all` lists "
+                    "revoked ones).",
+                )
             raise InvalidOptionError(f"No API key named {name!r}.", hint="`kennel keys ls` lists the keys.")
         return _key(row)
 
