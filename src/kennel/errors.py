@@ -134,7 +134,7 @@ class AuthError(KennelError):
 
     def __init__(self, message: str, *, hint: str | None = None, reason: str = "invalid") -> None:
         super().__init__(message, hint=hint)
-        self.reason = reason  # missing | invalid | revoked | expired
+        self.reason = reason  # missing | malformed | invalid | revoked | expired
 
 
 class ForbiddenError(KennelError):

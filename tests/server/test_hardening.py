@@ -242,9 +242,15 @@ def test_keys_guard_metrics_and_ps_and_failures_are_logged(
         ).status_code
         == 401
     )
+    # the key without "Bearer": said so, not "missing"
+    bare = httpx.get(url + "/kennel/ps", headers={"Authorization": secrets["ops"]})
+    assert bare.status_code == 401 and "must be 'Bearer' and the key" in bare.json()["error"]["message"]
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
     guess = [d for d in lines if d.get("auth") == "invalid"]
     assert guess and guess[0]["status"] == 401 and guess[0]["endpoint"] == "chat"
+    assert [d["auth"] for d in lines if d.get("endpoint") == "/kennel/ps" and d["status"] == 401] == [
+        "malformed"
+    ]
     assert any(d["endpoint"] == "/metrics" for d in lines) is False  # not an API path: scrapes are not logged
 
 

@@ -28,6 +28,12 @@ async def authenticate(request: Request) -> ApiKey | None:
         secret = request.headers.get("x-api-key", "").strip() or None
     notes = request.scope.setdefault("state", {})  # for the request log line
     try:
+        if secret is None and header.strip():  # a key sent without its scheme: say so, not "missing"
+            raise AuthError(
+                "The Authorization header must be 'Bearer' and the key.",
+                reason="malformed",
+                hint="Send 'Authorization: Bearer kn-…', or the key alone as x-api-key.",
+            )
         key = state.keys.verify(secret)
     except AuthError as exc:
         notes["auth_failure"] = exc.reason
