@@ -32,12 +32,11 @@ from kennel.fit.estimate import FitOption, FitReport, default_run, estimate
 from kennel.fit.speed import Calibration, Range
 from kennel.hardware.profile import HardwareProfile
 from kennel.hardware.specs import curated
+from kennel.hardware.whatif import MAX_GPUS
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, fmt_rate, parse_count
 
 router = APIRouter()
-
-MAX_GPUS = 16
 
 
 @dataclass(frozen=True)

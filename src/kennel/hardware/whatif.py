@@ -12,6 +12,9 @@ DEFAULT_CPU_CORES = 16
 DEFAULT_RAM_BANDWIDTH_GBS = 80.0
 
 
+MAX_GPUS = 64  # a what-if machine's GPUs at most, for the CLI and the console alike
+
+
 def what_if(
     *,
     gpu: str | None = None,
@@ -21,8 +24,8 @@ def what_if(
     ram_bandwidth_gbs: float | None = None,
 ) -> HardwareProfile:
     """A profile for ``gpu_count`` x ``gpu`` (or none) with ``ram`` bytes of system memory."""
-    if gpu_count < 1 or gpu_count > 64:
-        raise InvalidOptionError("--gpu-count must be between 1 and 64.")
+    if gpu_count < 1 or gpu_count > MAX_GPUS:
+        raise InvalidOptionError(f"--gpu-count must be between 1 and {MAX_GPUS}.")
     if ram is not None and ram < 2**29:
         raise InvalidOptionError("--ram is below 512 MiB; give it like 64G.")
     gpus: tuple[GpuInfo, ...] = ()
