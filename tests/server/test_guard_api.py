@@ -88,6 +88,18 @@ def test_block_mode(server: str) -> None:
     assert 'kennel_requests_total{endpoint="chat",model="m",status="400"} 1.0' in metrics
 
 
+@pytest.mark.parametrize("server", ["block"], indirect=True)
+def test_a_prompt_is_named_alike_on_every_api_that_takes_one(server: str) -> None:
+    for path, body in (
+        ("/v1/completions", {"model": "m", "prompt": INJECTION}),
+        ("/api/generate", {"model": "m", "prompt": INJECTION, "system": "Be brief.", "stream": False}),
+    ):
+        r = httpx.post(server + path, json=body, timeout=30)
+        said = r.json()["error"]
+        said = said if isinstance(said, str) else said["message"]
+        assert r.status_code == 400 and "message 0 (user)" in said, (path, said)
+
+
 @pytest.mark.parametrize("server", ["flag"], indirect=True)
 def test_flag_mode(server: str) -> None:
     r = _chat(server, INJECTION)

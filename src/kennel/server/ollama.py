@@ -176,7 +176,9 @@ class GenerateBody(_Generating):
         return Request(sampling=sampling, messages=(*system, Message("user", self.prompt or "")))
 
     def guard_input(self) -> list[tuple[str, str | None]]:
-        return [("system", self.system), ("user", self.prompt)]
+        # the prompt alone, as /v1/completions scans it: a verdict names it "message 0" on both
+        # (the system text is the operator's, and trusted roles are not scanned anyway)
+        return [("user", self.prompt)]
 
 
 class EmbedBody(Body):
