@@ -38,6 +38,9 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     cfg.write_text("port: 70000\n")
     with pytest.raises(InvalidOptionError, match="port"):
         load_settings(cfg)
+    monkeypatch.setenv("KENNEL_PORT", "abc")  # a bad variable is named as it was set
+    with pytest.raises(InvalidOptionError, match="Invalid environment variable: KENNEL_PORT='abc': "):
+        load_settings(None)
     cfg.write_text("colour: blue\n")
     with pytest.raises(InvalidOptionError, match="colour"):
         load_settings(cfg)

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kennel.errors import InvalidOptionError, validation_text
+from kennel.errors import InvalidOptionError, validation_problem, validation_text
 from kennel.units import parse_duration
 
 EngineKind = Literal["auto", "llamacpp", "llama-server", "vllm"]
@@ -260,6 +260,13 @@ def load_settings(config: Path | None, **flags: Any) -> ServeSettings:
     given = {k: v for k, v in flags.items() if v is not None and v != [] and v is not False}
     try:
         env_only = ServeSettings()  # reads KENNEL_* over the defaults
+    except ValidationError as exc:  # named as the user wrote them: KENNEL_PORT, not port
+        problems = "; ".join(_env_problem(e) for e in exc.errors())
+        raise InvalidOptionError(
+            f"Invalid environment variable: {problems}.",
+            hint="Fix or unset it; `kennel serve --help` lists the settings and their ranges.",
+        ) from exc
+    try:
         merged = {**file_values, **{k: getattr(env_only, k) for k in _env_fields()}, **given}
         return ServeSettings(**merged)  # init values win over the environment
     except ValidationError as exc:
@@ -268,6 +275,13 @@ def load_settings(config: Path | None, **flags: Any) -> ServeSettings:
             f"Invalid server settings: {problems}.",
             hint="See `kennel serve --help` for the settings and their ranges.",
         ) from exc
+
+
+def _env_problem(error: Any) -> str:
+    if not error.get("loc"):
+        return validation_text(error)
+    name = f"KENNEL_{str(error['loc'][0]).upper()}"
+    return f"{name}={os.environ.get(name, '')!r}: {validation_problem(error)[1]}"
 
 
 def _env_fields() -> list[str]:
