@@ -41,6 +41,7 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KENNEL_PORT", "abc")  # a bad variable is named as it was set
     with pytest.raises(InvalidOptionError, match="Invalid environment variable: KENNEL_PORT='abc': "):
         load_settings(None)
+    monkeypatch.delenv("KENNEL_PORT")
     cfg.write_text("colour: blue\n")
     with pytest.raises(InvalidOptionError, match="colour"):
         load_settings(cfg)
