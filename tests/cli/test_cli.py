@@ -193,3 +193,19 @@ def test_catalog_bad_input() -> None:
     assert "Unknown task" in _bad("catalog", "--task", "poetry")
     assert "ISO 639-1" in _bad("recommend", "--lang", "xx", "--ram", "8G")
     assert "Did you mean llama-3.1-8b" in _bad("show", "lama-3.1-8b")
+
+
+def test_fit_and_show_take_a_store_model_as_serve_does(make_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {"KENNEL_HOME": str(tmp_path / "home")}
+    path, shape = make_model(n_layer=2, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_vocab=600)
+    assert kennel("import", str(path), "--name", "desk", env=env).returncode == 0
+    assert kennel("tag", "desk@1", "prod", env=env).returncode == 0
+    for ref in ("desk:prod", "desk@1", "desk"):
+        fit = kennel("fit", ref, "--json", "--ctx", "2k", env=env)
+        assert fit.returncode == 0, (ref, fit.stderr)
+        own = [o for o in json.loads(fit.stdout)["options"] if o["is_file"]]
+        assert own and own[0]["weights_bytes"] == sum(t.nbytes for t in shape.tensors), ref
+    shown = kennel("show", "desk:prod", "--json", env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["version"]["version"] == 1
+    missing = kennel("fit", "desk:nightly", env=env)
+    assert missing.returncode == 2 and "desk has no tag 'nightly'" in missing.stderr

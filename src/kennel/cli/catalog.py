@@ -14,7 +14,7 @@ from kennel.catalog.entries import get as catalog_get
 from kennel.catalog.recommend import Pick, Recommendation, recommend
 from kennel.cli import hardware_opts as ho
 from kennel.cli.output import console, print_json, status
-from kennel.errors import InvalidOptionError
+from kennel.errors import InvalidNameError, InvalidOptionError, ModelNotFoundError
 from kennel.fit import calibration
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, parse_count
@@ -145,7 +145,11 @@ def catalog(
 
 
 def show(
-    name: str = typer.Argument(..., help="A catalog name, e.g. qwen2.5-7b; or a store NAME@VERSION."),
+    name: str = typer.Argument(
+        ...,
+        help="A catalog name, e.g. qwen2.5-7b; or a model of the store: NAME@VERSION, or a NAME[:TAG] "
+        "the catalog does not have.",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """One catalog model: licence conditions, shape, languages, GGUF files and sizes.
@@ -153,12 +157,18 @@ def show(
     NAME@VERSION shows a version from the store instead: its profile and, for a fine-tuned version,
     its lineage (base and data sha256, hyperparameters, loss curve, machine, eval).
     """
-    if "@" in name:  # catalog names never hold '@'; store references do
-        from kennel.cli.versions import show_version
+    from kennel.cli.versions import show_version
 
+    if "@" in name:  # catalog names never hold '@'; store references do
         show_version(name, json_out=json_out)
         return
-    e = catalog_get(name)
+    try:
+        e = catalog_get(name)
+    except ModelNotFoundError:  # a model of the store's own (support:prod), as serve and run take it
+        if not _in_store(name):
+            raise
+        show_version(name, json_out=json_out)
+        return
     doc = entry_dict(e, details=True)
     if json_out:
         print_json("show", {"model": doc})
@@ -336,3 +346,18 @@ def _render(r: Recommendation) -> None:
     c.print(
         "[dim]quality: dense-equivalent billions of parameters after quantization loss (higher is better).[/]"
     )
+
+
+def _in_store(name: str) -> bool:
+    from kennel.store.names import parse_ref
+    from kennel.store.registry import Store
+
+    home = KennelHome.from_env()
+    if not (home.root / "store" / "kennel.db").is_file():  # no store: nothing to look up, or create
+        return False
+    try:
+        ref = parse_ref(name)
+    except InvalidNameError:
+        return False
+    with Store.open(home) as store:
+        return ref.name in store.live_models()

@@ -99,7 +99,7 @@ def fit(
     if ctx_tokens is not None and ctx_tokens < 1:
         raise InvalidOptionError("--ctx must be at least 1 token.", hint="For example --ctx 8192.")
     with status(f"Reading {model}…", enabled=not json_out):
-        resolved = resolve(model, file=file, revision=revision)
+        resolved = resolve(stored_gguf(model, home) or model, file=file, revision=revision)
     shape = resolved.shape
     with status("Probing hardware…", enabled=not json_out):
         hw = ho.hardware_from_options(
@@ -356,3 +356,40 @@ def _render_measured(m: MeasureResult) -> None:
         f"  [dim]Calibration saved: later estimates on this machine use x{m.calibration.decode:.2f} decode, "
         f"x{m.calibration.prefill:.2f} prefill. Test model kept at {m.path}.[/]"
     )
+
+
+def stored_gguf(model: str, home: KennelHome) -> str | None:
+    """A model of kennel's store, named as `serve` and `run` take it (support:prod, support@2), as
+    the path of its GGUF file; None for anything else. A catalog name keeps meaning the catalog's
+    model at every quantization, unless a version or a store tag that is not a quantization
+    (qwen2.5-7b@1, qwen2.5-7b:prod) picks the file in the store."""
+    from kennel.catalog.entries import find
+    from kennel.errors import KennelError
+    from kennel.server.models import stored_path
+    from kennel.store.names import parse_ref
+    from kennel.store.registry import Store
+
+    if not (home.root / "store" / "kennel.db").is_file():  # no store: nothing to look up, or create
+        return None
+    try:
+        ref = parse_ref(model)
+    except KennelError:  # not a store name (a path, a URL, a hub repo): resolved as given
+        return None
+    with Store.open(home) as store:
+        if ref.name not in store.live_models():
+            return None
+        catalogs = find(ref.name) is not None and ref.version is None
+        if catalogs and (ref.tag is None or _is_quant(ref.tag)):
+            return None
+        # the store's model: a missing tag is said by the store, with the tags it has
+        if store.resolve(ref).profile.format != "gguf":
+            return None
+    return str(stored_path(model, home))
+
+
+def _is_quant(tag: str) -> bool:
+    try:
+        scheme(tag)
+    except InvalidOptionError:
+        return False
+    return True
