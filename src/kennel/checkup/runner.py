@@ -74,7 +74,7 @@ def store_model_version(home: KennelHome, model: str) -> str:
     from kennel.store.names import parse_ref
     from kennel.store.registry import Store
 
-    if not (home.root / "store" / "kennel.db").is_file():  # do not create a store just to look
+    if not Store.exists(home):
         return ""
     try:
         ref = parse_ref(model)

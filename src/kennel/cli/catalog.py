@@ -14,7 +14,7 @@ from kennel.catalog.entries import get as catalog_get
 from kennel.catalog.recommend import Pick, Recommendation, recommend
 from kennel.cli import hardware_opts as ho
 from kennel.cli.output import console, print_json, status
-from kennel.errors import InvalidNameError, InvalidOptionError, ModelNotFoundError
+from kennel.errors import InvalidOptionError, ModelNotFoundError
 from kennel.fit import calibration
 from kennel.settings import KennelHome
 from kennel.units import fmt_bytes, parse_count
@@ -165,7 +165,9 @@ def show(
     try:
         e = catalog_get(name)
     except ModelNotFoundError:  # a model of the store's own (support:prod), as serve and run take it
-        if not _in_store(name):
+        from kennel.store.registry import live_ref
+
+        if live_ref(KennelHome.from_env(), name) is None:
             raise
         show_version(name, json_out=json_out)
         return
@@ -346,18 +348,3 @@ def _render(r: Recommendation) -> None:
     c.print(
         "[dim]quality: dense-equivalent billions of parameters after quantization loss (higher is better).[/]"
     )
-
-
-def _in_store(name: str) -> bool:
-    from kennel.store.names import parse_ref
-    from kennel.store.registry import Store
-
-    home = KennelHome.from_env()
-    if not (home.root / "store" / "kennel.db").is_file():  # no store: nothing to look up, or create
-        return False
-    try:
-        ref = parse_ref(name)
-    except InvalidNameError:
-        return False
-    with Store.open(home) as store:
-        return ref.name in store.live_models()

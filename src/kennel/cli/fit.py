@@ -364,24 +364,15 @@ def stored_gguf(model: str, home: KennelHome) -> str | None:
     model at every quantization, unless a version or a store tag that is not a quantization
     (qwen2.5-7b@1, qwen2.5-7b:prod) picks the file in the store."""
     from kennel.catalog.entries import find
-    from kennel.errors import KennelError
     from kennel.server.models import stored_path
-    from kennel.store.names import parse_ref
-    from kennel.store.registry import Store
+    from kennel.store.registry import Store, live_ref
 
-    if not (home.root / "store" / "kennel.db").is_file():  # no store: nothing to look up, or create
+    ref = live_ref(home, model)
+    if ref is None:  # resolved as given: a path, a URL, a hub repo, a catalog name
         return None
-    try:
-        ref = parse_ref(model)
-    except KennelError:  # not a store name (a path, a URL, a hub repo): resolved as given
+    if find(ref.name) is not None and ref.version is None and (ref.tag is None or _is_quant(ref.tag)):
         return None
-    with Store.open(home) as store:
-        if ref.name not in store.live_models():
-            return None
-        catalogs = find(ref.name) is not None and ref.version is None
-        if catalogs and (ref.tag is None or _is_quant(ref.tag)):
-            return None
-        # the store's model: a missing tag is said by the store, with the tags it has
+    with Store.open(home) as store:  # a missing tag is said by the store, with the tags it has
         if store.resolve(ref).profile.format != "gguf":
             return None
     return str(stored_path(model, home))

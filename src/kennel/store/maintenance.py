@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,19 +69,34 @@ def lease(
         write_lease(store.root, name, set(), holder=holder)
 
 
-def leased(store: Store) -> dict[str, str]:
-    """digest -> holder, for leases of live processes (stale lease files are deleted)."""
-    return {d: who for doc, who in _live_leases(store) for d in doc.get("digests", [])}
+@dataclass(frozen=True)
+class Leases:
+    """What live processes hold, each naming its holder: "kennel serve (pid 123)"."""
+
+    digests: Mapping[str, str]  # blobs a process reads
+    versions: Mapping[tuple[str, int], str]  # store versions (model, number) a server serves
 
 
-def leased_versions(store: Store) -> dict[tuple[str, int], str]:
-    """(model, version) -> holder: the store versions live servers serve."""
-    out: dict[tuple[str, int], str] = {}
+def leases(store: Store) -> Leases:
+    """The leases of live processes, read once (stale lease files are deleted)."""
+    digests: dict[str, str] = {}
+    versions: dict[tuple[str, int], str] = {}
     for doc, who in _live_leases(store):
+        digests.update((d, who) for d in doc.get("digests", []))
         for v in doc.get("versions", []):
             if isinstance(v, list) and len(v) == 2:
-                out[(str(v[0]), int(v[1]))] = who
-    return out
+                versions[(str(v[0]), int(v[1]))] = who
+    return Leases(digests, versions)
+
+
+def leased(store: Store) -> Mapping[str, str]:
+    """digest -> holder, for leases of live processes."""
+    return leases(store).digests
+
+
+def leased_versions(store: Store) -> Mapping[tuple[str, int], str]:
+    """(model, version) -> holder: the store versions live servers serve."""
+    return leases(store).versions
 
 
 def _live_leases(store: Store) -> list[tuple[dict[str, Any], str]]:
@@ -146,14 +161,13 @@ def plan_rm(store: Store, ref_text: str) -> RemovalPlan:
     remaining = {d for v in live if v not in versions for d in store.blobs_of(ref.name, [v])}
     others = _digests_of_other_models(store, ref.name)
     freed = store.blobs_of(ref.name, versions) - remaining - others
-    served = leased_versions(store)
+    held = leases(store)
     for v in versions:
-        if (ref.name, v) in served:
-            blocked.append(f"{ref.name}@{v} is served by {served[(ref.name, v)]}; stop it first")
-    in_use = leased(store)
+        if (who := held.versions.get((ref.name, v))) is not None:
+            blocked.append(f"{ref.name}@{v} is served by {who}; stop it first")
     for d in sorted(freed):  # a file a server reads, deleted under it
-        if d in in_use:
-            blocked.append(f"blob {d[:12]}… is loaded by {in_use[d]}; stop it first")
+        if d in held.digests:
+            blocked.append(f"blob {d[:12]}… is loaded by {held.digests[d]}; stop it first")
     return RemovalPlan(
         ref.name,
         tuple(versions),

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kennel.errors import InUseError, NotInStoreError, StoreError
+from kennel.errors import InUseError, InvalidNameError, NotInStoreError, StoreError
 from kennel.settings import KennelHome
 from kennel.store import db
 from kennel.store.blobs import BlobStore
-from kennel.store.names import DEFAULT_TAG, Ref, check_name
+from kennel.store.names import DEFAULT_TAG, Ref, check_name, parse_ref
 from kennel.store.profile import Profile, diff_profiles
 
 
@@ -83,6 +83,11 @@ class Store:
     def open(cls, home: KennelHome) -> Store:
         root = home.root / "store"
         return cls(root, db.connect(root / "kennel.db"))
+
+    @staticmethod
+    def exists(home: KennelHome) -> bool:
+        """Whether ``home`` has a store yet (``open`` would create one: a lookup must not)."""
+        return (home.root / "store" / "kennel.db").is_file()
 
     def close(self) -> None:
         self.conn.close()
@@ -428,3 +433,16 @@ class Store:
     ) -> None:
         with db.transaction(self.conn):
             self._audit(actor or os_actor(), action, model, None, None, None, detail, "")
+
+
+def live_ref(home: KennelHome, text: str) -> Ref | None:
+    """``text`` as a reference to a model the store holds, or None: no store yet, not a store name
+    (a path, a URL, a hub repo), or no live model by that name. Its tag or version is not checked."""
+    if not Store.exists(home):
+        return None
+    try:
+        ref = parse_ref(text)
+    except InvalidNameError:
+        return None
+    with Store.open(home) as store:
+        return ref if ref.name in store.live_models() else None
